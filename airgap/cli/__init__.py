@@ -1,0 +1,1 @@
+"""The command line: parses options, calls the library, prints. Only this package imports click and tqdm."""

@@ -1,0 +1,52 @@
+"""airgap copy SRC DST"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from airgap.cli.options import (
+    keychain_with,
+    make_registries,
+    parse_platforms,
+    platform_option,
+    read_password,
+    registry_options,
+)
+from airgap.cli.progress import ProgressBar
+from airgap.copy import copy, copy_request
+
+
+@click.command("copy")
+@click.argument("src")
+@click.argument("dst")
+@platform_option
+@registry_options
+@click.option("--src-username", help="User name for the source registry.")
+@click.option("--dest-username", help="User name for the destination registry.")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password of the one --*-username given from standard input "
+                   "(else from AIRGAP_SRC_PASSWORD / AIRGAP_DEST_PASSWORD).")
+@click.pass_obj
+def copy_cmd(obj: dict[str, bool], src: str, dst: str, platforms: tuple[str, ...], insecure: tuple[str, ...],
+             ca_certs: tuple[str, ...], jobs: int, src_username: str | None, dest_username: str | None,
+             password_stdin: bool) -> None:
+    """Copy an image (every platform, digests preserved) from one registry to another.
+
+    DST without a tag takes SRC's tag. Credentials come from `airgap login`, docker's config.json,
+    credential helpers or containers' auth.json, unless given here.
+    """
+    request = copy_request(src, dst, parse_platforms(platforms))
+    stdin_pw = read_password(True, "") if password_stdin else None
+    src_pw = stdin_pw if src_username and not dest_username else os.environ.get("AIRGAP_SRC_PASSWORD")
+    dest_pw = stdin_pw if dest_username else os.environ.get("AIRGAP_DEST_PASSWORD")
+    pairs = [(request.source.host, src_username, src_pw), (request.target.host, dest_username, dest_pw)]
+    with make_registries(insecure, ca_certs, jobs, keychain_with(pairs)) as registries, \
+            ProgressBar(quiet=obj["quiet"], desc="copy") as bar:
+        result = copy(registries, src, dst, platforms=request.platforms, jobs=jobs, progress=bar)
+    if not obj["quiet"]:
+        for image in result.images:
+            click.echo(f"copied {image.source} -> {image.target}")
+        click.echo(f"blobs: {result.uploaded} uploaded ({result.bytes_uploaded} bytes), {result.mounted} mounted, "
+                   f"{result.skipped} already present")

@@ -1,0 +1,72 @@
+"""The ``airgap`` command: options, sub-commands, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+import click
+
+from airgap import __version__
+from airgap.cli.copy import copy_cmd
+from airgap.cli.login import login_cmd
+from airgap.errors import AirgapError
+
+EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 70
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="airgap")
+@click.option("--debug", is_flag=True, help="Log every registry exchange (secrets never) and show tracebacks.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
+    """Move container images across an air gap: signed, chunked, resumable bundles."""
+    ctx.obj = {"debug": debug, "quiet": quiet}
+    if debug:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+        logging.getLogger("airgap").setLevel(logging.DEBUG)
+
+
+cli.add_command(copy_cmd)
+cli.add_command(login_cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="airgap", standalone_mode=False)
+    except AirgapError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"airgap: error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("airgap: interrupted; run the same command again to resume", err=True)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        click.echo("airgap: interrupted; run the same command again to resume", err=True)
+        return EXIT_INTERRUPTED
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        if debug:
+            traceback.print_exc()
+        click.echo(f"airgap: internal error: {type(exc).__name__}: {exc} (run again with --debug and report it)",
+                   err=True)
+        return EXIT_INTERNAL
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Progress on the terminal: tqdm bars from the library's events."""
+
+from __future__ import annotations
+
+import sys
+
+from tqdm import tqdm
+
+from airgap.transfer.events import BytesMoved, Event, Notice, Planned
+
+
+class ProgressBar:
+    """A byte bar (off when stderr is not a TTY or with --quiet); notices always go to stderr."""
+
+    def __init__(self, *, quiet: bool, desc: str) -> None:
+        self.quiet = quiet
+        self.desc = desc
+        self.bar: tqdm[None] | None = None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Planned):
+            if not self.quiet and sys.stderr.isatty():
+                self.bar = tqdm(total=event.total_bytes, unit="B", unit_scale=True, unit_divisor=1024,
+                                desc=self.desc, file=sys.stderr, dynamic_ncols=True)
+        elif isinstance(event, BytesMoved):
+            if self.bar is not None:
+                self.bar.update(event.n)
+        elif isinstance(event, Notice):
+            if self.bar is not None:
+                self.bar.write(f"note: {event.text}", file=sys.stderr)
+            else:
+                print(f"note: {event.text}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,22 @@
+"""``login``: check credentials against a registry, then store them as ``docker login`` does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from airgap.model.reference import parse_host
+from airgap.registry.credentials import Credential, Keychain, store_credentials
+from airgap.registry.session import RegistryOptions, Session, check_login
+
+
+def login(registry: str, credential: Credential, *, options: RegistryOptions | None = None,
+          config_path: Path | None = None) -> Path:
+    """Returns the file the credentials were stored in."""
+    host = parse_host(registry)
+    keychain = Keychain(explicit={host: credential}, use_files=False)
+    session = Session(host, options=options, keychain=keychain)
+    try:
+        check_login(session)
+    finally:
+        session.close()
+    return store_credentials(host, credential, config_path)

@@ -1,0 +1,172 @@
+"""Manifests and indexes: media types, descriptors, and what a manifest refers to. No I/O.
+
+A :class:`Manifest` keeps the exact bytes it was parsed from; its digest is the sha256 of those bytes
+and is never recomputed from a re-serialisation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from airgap.errors import InvalidInput, UnsupportedManifest
+from airgap.model.digest import Digest
+from airgap.model.platform import Platform
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
+DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+
+IMAGE_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
+ACCEPT = ", ".join(MANIFEST_TYPES)
+
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # distribution's own limit
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    media_type: str
+    digest: Digest
+    size: int
+    platform: Platform | None = None
+    artifact_type: str | None = None
+    annotations: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str) -> Descriptor:
+        if not isinstance(obj, dict):
+            raise InvalidInput(f"{where}: a descriptor is not a JSON object")
+        media_type, digest, size = obj.get("mediaType"), obj.get("digest"), obj.get("size")
+        if not isinstance(media_type, str) or not isinstance(digest, str):
+            raise InvalidInput(f"{where}: a descriptor lacks mediaType or digest")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidInput(f"{where}: descriptor {digest} has an invalid size")
+        ann = obj.get("annotations")
+        return cls(
+            media_type=media_type,
+            digest=Digest.parse(digest),
+            size=size,
+            platform=Platform.from_json(obj.get("platform")),
+            artifact_type=obj.get("artifactType") if isinstance(obj.get("artifactType"), str) else None,
+            annotations={str(k): str(v) for k, v in ann.items()} if isinstance(ann, dict) else {},
+        )
+
+
+def sniff_media_type(data: bytes, declared: str | None) -> str:
+    """The manifest's media type: the declared one (Content-Type) or its ``mediaType`` field."""
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        obj = None
+    inner = obj.get("mediaType") if isinstance(obj, dict) else None
+    declared = (declared or "").split(";")[0].strip() or None
+    if declared in MANIFEST_TYPES:
+        return declared
+    if isinstance(inner, str) and inner:
+        return inner
+    if isinstance(obj, dict):
+        if obj.get("schemaVersion") == 1:
+            return DOCKER_SCHEMA1
+        if "manifests" in obj:
+            return OCI_INDEX
+        if "config" in obj and "layers" in obj:
+            return OCI_MANIFEST
+    return declared or ""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed manifest or index, with the exact bytes it came from."""
+
+    data: bytes = field(repr=False)
+    media_type: str
+    digest: Digest
+    config: Descriptor | None
+    layers: tuple[Descriptor, ...]
+    manifests: tuple[Descriptor, ...]
+    subject: Descriptor | None
+    artifact_type: str | None
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def descriptor(self, platform: Platform | None = None) -> Descriptor:
+        return Descriptor(self.media_type, self.digest, len(self.data), platform=platform)
+
+    def blobs(self) -> tuple[Descriptor, ...]:
+        """Config and layers (for an image); nothing for an index."""
+        return ((self.config,) if self.config else ()) + self.layers
+
+    @classmethod
+    def parse(cls, data: bytes, media_type: str | None = None, *, where: str = "manifest") -> Manifest:
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise InvalidInput(f"{where} is larger than {MAX_MANIFEST_BYTES} bytes")
+        mt = sniff_media_type(data, media_type)
+        if mt in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED):
+            raise UnsupportedManifest(
+                f"{where} is a Docker schema1 manifest",
+                hint="schema1 is deprecated and its digest cannot be preserved; rebuild or re-push the image "
+                "with a current client (docker, buildah, skopeo) first",
+            )
+        if mt not in MANIFEST_TYPES:
+            raise UnsupportedManifest(
+                f"{where} has unsupported media type {mt!r}",
+                hint="airgap handles OCI manifests and indexes and Docker schema2 manifests and lists",
+            )
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:
+            raise InvalidInput(f"{where} is not valid JSON ({exc})") from None
+        if not isinstance(obj, dict):
+            raise InvalidInput(f"{where} is not a JSON object")
+        config = None
+        layers: tuple[Descriptor, ...] = ()
+        manifests: tuple[Descriptor, ...] = ()
+        if mt in INDEX_TYPES:
+            raw = obj.get("manifests")
+            if not isinstance(raw, list):
+                raise InvalidInput(f"{where}: an index without a manifests list")
+            manifests = tuple(Descriptor.from_json(m, where) for m in raw)
+        else:
+            config = Descriptor.from_json(obj.get("config"), where)
+            raw = obj.get("layers", [])
+            if not isinstance(raw, list):
+                raise InvalidInput(f"{where}: layers is not a list")
+            layers = tuple(Descriptor.from_json(layer, where) for layer in raw)
+        subject = Descriptor.from_json(obj["subject"], where) if obj.get("subject") is not None else None
+        at = obj.get("artifactType")
+        return cls(
+            data=data,
+            media_type=mt,
+            digest=Digest.of(data),
+            config=config,
+            layers=layers,
+            manifests=manifests,
+            subject=subject,
+            artifact_type=at if isinstance(at, str) else None,
+        )
+
+
+def filter_index(index: Manifest, keep: list[Descriptor]) -> Manifest:
+    """A new index holding only ``keep`` of ``index``'s entries, every other field as it was.
+
+    The result's bytes (and so its digest) differ from the original; callers must say so.
+    """
+    if list(index.manifests) == keep:
+        return index
+    obj = json.loads(index.data)
+    wanted = {str(d.digest) for d in keep}
+    obj["manifests"] = [m for m in obj["manifests"] if m.get("digest") in wanted]
+    data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return Manifest.parse(data, index.media_type)

@@ -1,0 +1,319 @@
+"""The registry API: manifests, blobs (streamed, resumed), uploads, mounts, tags and the catalog."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+
+from airgap.errors import ConnectionFailed, DigestMismatch, NotFound, RegistryError
+from airgap.model.digest import Digest
+from airgap.model.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, Manifest
+from airgap.registry.auth import repo_scope
+from airgap.registry.session import Session, redact
+from airgap.streams import BlobOpener, take, verified
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UploadPolicy:
+    monolithic_max: int = 32 * 1024 * 1024
+    chunk_size: int = 64 * 1024 * 1024
+
+
+class RegistryClient:
+    """Distribution API calls against one registry, through its :class:`Session`."""
+
+    def __init__(self, session: Session, *, upload: UploadPolicy | None = None) -> None:
+        self.session = session
+        self.host = session.host
+        self.upload = upload or UploadPolicy()
+
+    # -- manifests ----------------------------------------------------------------------------
+    def get_manifest(self, repository: str, identifier: str) -> Manifest:
+        """Fetch a manifest with its exact bytes; verify its digest."""
+        resp = self.session.request(
+            "GET", f"/v2/{repository}/manifests/{identifier}", scopes=(repo_scope(repository, "pull"),),
+            headers={"Accept": ACCEPT}, repository=repository, what=f"get manifest {identifier} of",
+        )
+        data = resp.content
+        where = f"manifest {self.host}/{repository}@{identifier}"
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise RegistryError(f"{where} is larger than {MAX_MANIFEST_BYTES} bytes", registry=self.host)
+        manifest = Manifest.parse(data, resp.headers.get("content-type"), where=where)
+        if identifier.startswith("sha256:") and str(manifest.digest) != identifier:
+            raise DigestMismatch(f"{where}: the registry sent content with digest {manifest.digest}")
+        header = resp.headers.get("docker-content-digest")
+        if header and header.startswith("sha256:") and header != str(manifest.digest):
+            raise DigestMismatch(f"{where}: content has digest {manifest.digest} but the registry says {header}")
+        return manifest
+
+    def head_manifest(self, repository: str, identifier: str) -> Digest | None:
+        """The digest a tag or digest points at, or None when it does not exist."""
+        resp = self.session.request(
+            "HEAD", f"/v2/{repository}/manifests/{identifier}", scopes=(repo_scope(repository, "pull"),),
+            headers={"Accept": ACCEPT}, ok=(200, 404), repository=repository, what="check manifest in",
+        )
+        if resp.status_code == 404:
+            return None
+        header = resp.headers.get("docker-content-digest")
+        if header:
+            return Digest.parse(header)
+        return Digest.parse(identifier) if identifier.startswith("sha256:") else None
+
+    def put_manifest(self, repository: str, manifest: Manifest, tag: str | None = None) -> None:
+        """Push a manifest's exact bytes under its digest, or under ``tag``."""
+        ident = tag or str(manifest.digest)
+        resp = self.session.request(
+            "PUT", f"/v2/{repository}/manifests/{ident}", scopes=(repo_scope(repository, "pull,push"),),
+            headers={"Content-Type": manifest.media_type}, content=manifest.data, ok=(200, 201, 202, 409),
+            repository=repository, what=f"push manifest {ident} to",
+        )
+        if resp.status_code == 409 and self.head_manifest(repository, ident) != manifest.digest:
+            raise self.session.error(resp, what=f"push manifest {ident} to", repository=repository)
+        got = resp.headers.get("docker-content-digest")
+        if got and got != str(manifest.digest):
+            raise DigestMismatch(
+                f"{self.host}/{repository}: the registry stored manifest {ident} as {got}, expected "
+                f"{manifest.digest}", hint="the registry rewrote the manifest; it cannot keep digests")
+
+    # -- blobs --------------------------------------------------------------------------------
+    def has_blob(self, repository: str, digest: Digest) -> bool:
+        resp = self.session.request(
+            "HEAD", f"/v2/{repository}/blobs/{digest}", scopes=(repo_scope(repository, "pull"),),
+            ok=(200, 404), repository=repository, what="check blob in",
+        )
+        return resp.status_code == 200
+
+    def open_blob(self, repository: str, desc: Descriptor, offset: int = 0) -> Iterator[bytes]:
+        """Stream a blob from ``offset``; reconnect with ``Range`` after a dropped connection.
+
+        Only size is checked here; wrap it in :func:`airgap.streams.verified` for the digest.
+        """
+        path = f"/v2/{repository}/blobs/{desc.digest}"
+        pos = offset
+        tries = self.session.options.retry.tries
+        failures = 0
+        while pos < desc.size or (desc.size == 0 and pos == 0 and failures == 0):
+            headers = {"Range": f"bytes={pos}-"} if pos else {}
+            resp = self.session.request("GET", path, scopes=(repo_scope(repository, "pull"),), headers=headers,
+                                        stream=True, ok=(200, 206), repository=repository,
+                                        what=f"download blob {desc.digest.short} from")
+            try:
+                skip = 0
+                if pos and resp.status_code == 200:
+                    skip = pos  # the server ignored Range: drop what we already have
+                elif resp.status_code == 206:
+                    start = resp.headers.get("content-range", "").removeprefix("bytes ").split("-")[0]
+                    if start != str(pos):
+                        raise RegistryError(f"{self.host}/{repository}: blob {desc.digest.short} resumed at "
+                                            f"byte {start} instead of {pos}", registry=self.host)
+                progressed = False
+                for chunk in resp.iter_raw(READ_CHUNK):
+                    if skip:
+                        cut = min(skip, len(chunk))
+                        chunk, skip = chunk[cut:], skip - cut
+                        if not chunk:
+                            continue
+                    pos += len(chunk)
+                    progressed = True
+                    yield chunk
+                if desc.size == 0:
+                    return
+                if pos < desc.size:
+                    raise httpx.RemoteProtocolError("the registry closed the blob stream early")
+            except httpx.TransportError as exc:
+                failures = 0 if progressed else failures + 1
+                if failures >= tries:
+                    raise ConnectionFailed(
+                        f"{self.host}/{repository}: download of blob {desc.digest.short} failed at byte {pos} "
+                        f"after {failures} tries ({type(exc).__name__})", registry=self.host,
+                        repository=repository, retryable=True) from exc
+                log.debug("blob %s: %s at byte %d, resuming", desc.digest.short, type(exc).__name__, pos)
+            finally:
+                resp.close()
+
+    def blob_reader(self, repository: str, desc: Descriptor) -> BlobOpener:
+        """A :data:`BlobOpener` over this registry's copy of a blob."""
+        from contextlib import contextmanager
+
+        @contextmanager
+        def opener(offset: int) -> Iterator[Iterator[bytes]]:
+            it = self.open_blob(repository, desc, offset)
+            try:
+                yield verified(it, desc.digest, desc.size, f"blob {desc.digest} from {self.host}/{repository}",
+                               offset=offset)
+            finally:
+                it.close()  # type: ignore[attr-defined]
+
+        return opener
+
+    def mount_blob(self, repository: str, digest: Digest, from_repository: str) -> str | None:
+        """Try a cross-repository mount. True mounted, else the upload location the registry opened."""
+        resp = self.session.request(
+            "POST", f"/v2/{repository}/blobs/uploads/?mount={digest}&from={from_repository}",
+            scopes=(repo_scope(repository, "pull,push"), repo_scope(from_repository, "pull")),
+            ok=(201, 202), repository=repository, what="mount a blob into",
+        )
+        if resp.status_code == 201:
+            return None
+        return self._location(resp)
+
+    def _location(self, resp: httpx.Response) -> str:
+        loc = resp.headers.get("location")
+        if not loc:
+            raise RegistryError(f"{self.host}: the registry opened an upload without a Location", registry=self.host,
+                                hint="the registry is not speaking the distribution API; tell its admin")
+        return str(resp.request.url.join(loc))
+
+    def start_upload(self, repository: str) -> str:
+        resp = self.session.request(
+            "POST", f"/v2/{repository}/blobs/uploads/", scopes=(repo_scope(repository, "pull,push"),),
+            headers={"Content-Length": "0"}, content=b"", ok=(202,), repository=repository,
+            what="start an upload to",
+        )
+        return self._location(resp)
+
+    def upload_offset(self, repository: str, location: str) -> int | None:
+        """How many bytes an upload session holds, or None when the session is gone."""
+        try:
+            resp = self.session.request("GET", location, scopes=(repo_scope(repository, "pull,push"),),
+                                        ok=(204, 200, 404), repository=repository, what="check an upload to")
+        except RegistryError:
+            return None
+        rng = resp.headers.get("range")
+        if resp.status_code == 404 or not rng:
+            return None if resp.status_code == 404 else 0
+        try:
+            return int(rng.removeprefix("bytes=").split("-")[1]) + 1
+        except (IndexError, ValueError):
+            return None
+
+    def push_blob(self, repository: str, desc: Descriptor, opener: BlobOpener, *,
+                  mount_from: tuple[str, ...] = ()) -> str:
+        """Make ``desc`` exist in ``repository``. Returns "skipped", "mounted" or "uploaded"."""
+        if self.has_blob(repository, desc.digest):
+            return "skipped"
+        location: str | None = None
+        for src in mount_from:
+            if src == repository:
+                continue
+            location = self.mount_blob(repository, desc.digest, src)
+            if location is None:
+                return "mounted"
+            break
+        self.upload_blob(repository, desc, opener, location=location)
+        return "uploaded"
+
+    def upload_blob(self, repository: str, desc: Descriptor, opener: BlobOpener, *,
+                    location: str | None = None) -> None:
+        """Upload a blob: one streamed PUT when small, PATCH chunks when large, resuming after failures."""
+        tries = self.session.options.retry.tries
+        failures = 0
+        offset = 0
+        while True:
+            if location is None:
+                location, offset = self.start_upload(repository), 0
+            try:
+                if desc.size <= self.upload.monolithic_max and offset == 0:
+                    self._put_final(repository, desc, location, opener, desc.size)
+                else:
+                    location = self._patch_chunks(repository, desc, location, opener, offset)
+                    self._put_final(repository, desc, location, None, 0)
+                return
+            except (ConnectionFailed, httpx.TransportError, _Retry) as exc:
+                failures += 1
+                if failures >= tries:
+                    if isinstance(exc, ConnectionFailed):
+                        raise
+                    raise ConnectionFailed(
+                        f"{self.host}/{repository}: upload of blob {desc.digest.short} failed after {failures} "
+                        f"tries ({exc})", registry=self.host, repository=repository, retryable=True) from exc
+                time.sleep(self.session.options.retry.delay(failures))
+                held = self.upload_offset(repository, location)
+                if held is None or held == 0 or held > desc.size:
+                    location, offset = None, 0
+                else:
+                    offset = held
+                log.debug("blob %s: upload interrupted (%s), resuming at %s", desc.digest.short,
+                          type(exc).__name__, offset if location else "a new session")
+
+    def _patch_chunks(self, repository: str, desc: Descriptor, location: str, opener: BlobOpener,
+                      offset: int) -> str:
+        with opener(offset) as source:
+            buffer: list[bytes] = []
+            it = iter(source)
+            while offset < desc.size:
+                n = min(self.upload.chunk_size, desc.size - offset)
+                resp = self._send_upload("PATCH", repository, location, take(it, n, buffer), n, headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"{offset}-{offset + n - 1}",
+                }, ok=(202, 201, 204))
+                location = self._location(resp)
+                offset += n
+            for _ in it:  # drain so the source verifies digest and size
+                pass
+        return location
+
+    def _put_final(self, repository: str, desc: Descriptor, location: str, opener: BlobOpener | None,
+                   size: int) -> None:
+        url = httpx.URL(location).copy_add_param("digest", str(desc.digest))
+        if opener is None:
+            self._send_upload("PUT", repository, str(url), b"", 0, headers={}, ok=(201, 204))
+            return
+        with opener(0) as source:
+            self._send_upload("PUT", repository, str(url), source, size,
+                              headers={"Content-Type": "application/octet-stream"}, ok=(201, 204))
+
+    def _send_upload(self, method: str, repository: str, url: str, body: Iterator[bytes] | bytes, size: int,
+                     *, headers: dict[str, str], ok: tuple[int, ...]) -> httpx.Response:
+        hdrs = {**headers, "Content-Length": str(size)}
+        try:
+            resp = self.session.request(method, url, scopes=(repo_scope(repository, "pull,push"),), headers=hdrs,
+                                        content=body, ok=ok + (408, 416, 429, 500, 502, 503, 504, 404),
+                                        repository=repository, what="upload a blob to", retry=False)
+        except ConnectionFailed:
+            raise
+        if resp.status_code in ok:
+            return resp
+        if resp.status_code == 404 or resp.status_code >= 408:
+            codes = resp.headers.get("content-type", "")
+            raise _Retry(f"{method} {redact(url)} answered {resp.status_code} {codes}")
+        raise self.session.error(resp, what="upload a blob to", repository=repository)
+
+    # -- tags and catalog ---------------------------------------------------------------------
+    def _paged(self, path: str, key: str, scopes: tuple[str, ...], repository: str, what: str) -> list[str]:
+        out: list[str] = []
+        url: str | None = path
+        while url:
+            resp = self.session.request("GET", url, scopes=scopes, repository=repository, what=what)
+            try:
+                items = resp.json().get(key) or []
+            except (ValueError, AttributeError):
+                raise RegistryError(f"{self.host}: {what} gave an unreadable answer", registry=self.host) from None
+            out.extend(str(i) for i in items)
+            link = resp.headers.get("link", "")
+            url = link.split(";")[0].strip().strip("<>") if 'rel="next"' in link else None
+            if url:
+                url = str(resp.request.url.join(url))
+        return out
+
+    def list_tags(self, repository: str) -> list[str]:
+        try:
+            return self._paged(f"/v2/{repository}/tags/list", "tags", (repo_scope(repository, "pull"),),
+                               repository, "list tags of")
+        except NotFound:
+            return []
+
+    def catalog(self) -> list[str]:
+        return self._paged("/v2/_catalog", "repositories", ("registry:catalog:*",), "", "list repositories of")
+
+
+class _Retry(Exception):
+    """An upload step failed in a way worth retrying from the server's offset or a new session."""

@@ -1,0 +1,201 @@
+"""Where credentials come from: explicit options, docker's config.json, credential helpers and
+containers' auth.json; and storing them after ``airgap login``.
+
+Secrets never reach a log: :class:`Credential` hides them from ``repr``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airgap.errors import AirgapError, InvalidInput
+from airgap.model.reference import DOCKER_HUB, parse_host
+
+log = logging.getLogger(__name__)
+
+HUB_CONFIG_KEY = "https://index.docker.io/v1/"
+
+
+@dataclass(frozen=True)
+class Credential:
+    username: str = ""
+    password: str = field(default="", repr=False)
+    identity_token: str = field(default="", repr=False)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.username or self.password or self.identity_token)
+
+
+class CredentialError(AirgapError):
+    exit_code = 2
+
+
+def docker_config_path() -> Path:
+    base = os.environ.get("DOCKER_CONFIG")
+    return Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
+
+
+def containers_auth_paths() -> list[Path]:
+    paths: list[Path] = []
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        paths.append(Path(runtime) / "containers" / "auth.json")
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    paths.append(Path(config_home) / "containers" / "auth.json")
+    return paths
+
+
+def _config_key_host(key: str) -> str | None:
+    try:
+        return parse_host(key.split("/v1/")[0] if "/v1/" in key else key)
+    except InvalidInput:
+        return None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise CredentialError(f"cannot read credentials file {path}: {exc}",
+                              hint="fix or remove the file, or pass --username/--password-stdin") from None
+    return obj if isinstance(obj, dict) else {}
+
+
+def _from_auths(auths: Any, host: str, path: Path) -> Credential | None:
+    if not isinstance(auths, dict):
+        return None
+    for key, entry in auths.items():
+        if _config_key_host(key) != host or not isinstance(entry, dict):
+            continue
+        token = entry.get("identitytoken") or ""
+        user, password = entry.get("username") or "", entry.get("password") or ""
+        if entry.get("auth"):
+            try:
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                raise CredentialError(f"the 'auth' entry for {host} in {path} is not base64 of user:password",
+                                      hint=f"run `airgap login {host}` again") from None
+        cred = Credential(user, password, token)
+        if not cred.empty:
+            return cred
+    return None
+
+
+def run_helper(name: str, host: str) -> Credential | None:
+    """Ask ``docker-credential-<name>`` for ``host``'s credentials."""
+    server = HUB_CONFIG_KEY if host == DOCKER_HUB else host
+    try:
+        proc = subprocess.run([f"docker-credential-{name}", "get"], input=server.encode(),
+                              capture_output=True, timeout=60, check=False)
+    except FileNotFoundError:
+        raise CredentialError(f"credential helper docker-credential-{name} (configured for {host}) is not installed",
+                              hint="install it, or remove it from your docker config.json") from None
+    except subprocess.TimeoutExpired:
+        raise CredentialError(f"credential helper docker-credential-{name} did not answer within 60 s") from None
+    if proc.returncode != 0:
+        if b"credentials not found" in proc.stdout + proc.stderr:
+            return None
+        raise CredentialError(f"credential helper docker-credential-{name} failed for {host}",
+                              hint="check the helper's own configuration")
+    try:
+        obj = json.loads(proc.stdout)
+        user, secret = str(obj.get("Username", "")), str(obj.get("Secret", ""))
+    except (ValueError, AttributeError):
+        raise CredentialError(f"credential helper docker-credential-{name} gave an unreadable answer") from None
+    if user == "<token>":
+        return Credential(identity_token=secret)
+    return Credential(user, secret)
+
+
+@dataclass
+class Keychain:
+    """Credentials by registry host: explicit ones first, then the config files and helpers."""
+
+    explicit: dict[str, Credential] = field(default_factory=dict)
+    use_files: bool = True
+
+    def add(self, host: str, cred: Credential) -> None:
+        self.explicit[parse_host(host)] = cred
+
+    def lookup(self, host: str) -> Credential | None:
+        host = parse_host(host)
+        if host in self.explicit:
+            return self.explicit[host]
+        if not self.use_files:
+            return None
+        auth_file = os.environ.get("REGISTRY_AUTH_FILE")
+        if auth_file:
+            cred = _from_auths(_read_json(Path(auth_file)).get("auths"), host, Path(auth_file))
+            if cred:
+                return cred
+        path = docker_config_path()
+        config = _read_json(path)
+        helpers = config.get("credHelpers")
+        if isinstance(helpers, dict):
+            for key, helper in helpers.items():
+                if _config_key_host(key) == host and isinstance(helper, str):
+                    return run_helper(helper, host)
+        cred = _from_auths(config.get("auths"), host, path)
+        if cred:
+            return cred
+        store = config.get("credsStore")
+        if isinstance(store, str) and store:
+            cred = run_helper(store, host)
+            if cred:
+                return cred
+        for p in containers_auth_paths():
+            cred = _from_auths(_read_json(p).get("auths"), host, p)
+            if cred:
+                return cred
+        return None
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically with mode 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def store_credentials(host: str, cred: Credential, path: Path | None = None) -> Path:
+    """Store credentials as ``docker login`` does: via the configured helper, else in config.json (0600)."""
+    host = parse_host(host)
+    path = path or docker_config_path()
+    config = _read_json(path)
+    key = HUB_CONFIG_KEY if host == DOCKER_HUB else host
+    helper = None
+    helpers = config.get("credHelpers")
+    if isinstance(helpers, dict):
+        helper = next((h for k, h in helpers.items() if _config_key_host(k) == host), None)
+    helper = helper or config.get("credsStore") or None
+    if isinstance(helper, str):
+        payload = json.dumps({"ServerURL": key, "Username": cred.username, "Secret": cred.password})
+        proc = subprocess.run([f"docker-credential-{helper}", "store"], input=payload.encode(),
+                              capture_output=True, timeout=60, check=False)
+        if proc.returncode != 0:
+            raise CredentialError(f"credential helper docker-credential-{helper} could not store the credentials")
+        config.setdefault("auths", {})[key] = {}
+    else:
+        auth = base64.b64encode(f"{cred.username}:{cred.password}".encode()).decode()
+        config.setdefault("auths", {})[key] = {"auth": auth}
+    _write_private(path, (json.dumps(config, indent="\t") + "\n").encode())
+    return path

@@ -1,0 +1,36 @@
+"""A registry as a transfer Source and Sink."""
+
+from __future__ import annotations
+
+from airgap.model.digest import Digest
+from airgap.model.manifest import Descriptor, Manifest
+from airgap.model.reference import Reference
+from airgap.registry.pool import Registries
+from airgap.streams import BlobOpener
+
+
+class RegistrySource:
+    def __init__(self, registries: Registries) -> None:
+        self.registries = registries
+
+    def get_manifest(self, ref: Reference, identifier: str) -> Manifest:
+        return self.registries.client(ref.host).get_manifest(ref.repository, identifier)
+
+    def blob_opener(self, ref: Reference, desc: Descriptor) -> BlobOpener:
+        return self.registries.client(ref.host).blob_reader(ref.repository, desc)
+
+
+class RegistrySink:
+    def __init__(self, registries: Registries) -> None:
+        self.registries = registries
+
+    def push_blob(self, target: Reference, desc: Descriptor, opener: BlobOpener,
+                  mount_from: tuple[str, ...]) -> str:
+        return self.registries.client(target.host).push_blob(target.repository, desc, opener,
+                                                             mount_from=mount_from)
+
+    def has_manifest(self, target: Reference, digest: Digest) -> bool:
+        return self.registries.client(target.host).head_manifest(target.repository, str(digest)) == digest
+
+    def push_manifest(self, target: Reference, manifest: Manifest, tag: str | None) -> None:
+        self.registries.client(target.host).put_manifest(target.repository, manifest, tag)

@@ -1,0 +1,454 @@
+"""One registry host: TLS and scheme, authentication, retries, redirects and error mapping.
+
+Every request to a registry goes through :meth:`Session.request`. It owns the only httpx client
+for the host (one connection pool, bounded by ``max_connections``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from airgap import __version__
+from airgap.errors import (
+    AuthError,
+    ConnectionFailed,
+    NotFound,
+    PermissionDenied,
+    RegistryError,
+    TLSError,
+)
+from airgap.model.reference import api_host
+from airgap.registry.auth import Challenge, Token, TokenCache, basic_header, merge_scopes, parse_challenge
+from airgap.registry.credentials import Credential, Keychain
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+USER_AGENT = f"airgap/{__version__}"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    tries: int = 6
+    base_delay: float = 0.5
+    max_delay: float = 20.0
+    max_retry_after: float = 120.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    """How to reach registries: trust, insecure hosts, timeouts, retries and concurrency."""
+
+    ca_certs: tuple[Path, ...] = ()
+    insecure: frozenset[str] = frozenset()
+    timeout: float = 120.0
+    max_connections: int = 6
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    certs_d: Path = Path("/etc/docker/certs.d")
+
+
+def is_loopback(host: str) -> bool:
+    name = host
+    if name.startswith("["):
+        name = name[1 : name.index("]")]
+    elif name.count(":") == 1:
+        name = name.split(":")[0]
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def redact(url: str | httpx.URL) -> str:
+    """A URL fit for messages and logs: no user info, no query values."""
+    u = httpx.URL(str(url))
+    text = f"{u.scheme}://{u.host}{':' + str(u.port) if u.port else ''}{u.path}"
+    if u.query:
+        text += "?" + "&".join(f"{k}=…" for k in u.params)
+    return text
+
+
+def _cert_error(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+
+
+def registry_errors(resp: httpx.Response) -> tuple[tuple[str, ...], str]:
+    """The error codes and a short text from a registry's error answer (JSON or plain)."""
+    try:
+        body = resp.read()
+    except httpx.HTTPError:
+        body = b""
+    try:
+        obj = json.loads(body)
+        errors = obj.get("errors") if isinstance(obj, dict) else None
+        if isinstance(errors, list):
+            codes = tuple(str(e.get("code", "")) for e in errors if isinstance(e, dict))
+            msgs = [str(e.get("message", "")) for e in errors if isinstance(e, dict) and e.get("message")]
+            return codes, "; ".join(msgs)
+    except ValueError:
+        pass
+    text = body[:200].decode("utf-8", "replace").strip().splitlines()
+    return (), text[0] if text else ""
+
+
+class Session:
+    """Talks to one registry host. Thread-safe."""
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        options: RegistryOptions | None = None,
+        keychain: Keychain | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.host = host
+        self.api = api_host(host)
+        self.options = options or RegistryOptions()
+        self.keychain = keychain or Keychain()
+        self.insecure = host in self.options.insecure or self.api in self.options.insecure
+        self._transport = transport
+        self._client = self._make_client()
+        self._base: str | None = None
+        self._challenge: Challenge | None = None
+        self._tokens = TokenCache()
+        self._lock = threading.Lock()
+        self._token_lock = threading.Lock()
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _ssl_context(self) -> ssl.SSLContext | bool:
+        if self.insecure:
+            return False
+        ctx = ssl.create_default_context()
+        for ca in self.options.ca_certs:
+            ctx.load_verify_locations(cafile=str(ca))
+        certs_d = self.options.certs_d / self.host
+        if certs_d.is_dir():
+            for ca in sorted(certs_d.glob("*.crt")):
+                ctx.load_verify_locations(cafile=str(ca))
+        return ctx
+
+    def _make_client(self) -> httpx.Client:
+        n = self.options.max_connections
+        return httpx.Client(
+            verify=self._ssl_context(),
+            timeout=httpx.Timeout(self.options.timeout, connect=15.0, pool=None),
+            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+            follow_redirects=False,
+            headers={"User-Agent": USER_AGENT},
+            transport=self._transport,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    @property
+    def base_url(self) -> str:
+        self._ensure_base()
+        assert self._base is not None
+        return self._base
+
+    def _ensure_base(self) -> None:
+        """Find the scheme (HTTPS, or HTTP for insecure and loopback hosts) and the auth challenge."""
+        with self._lock:
+            if self._base is not None:
+                return
+            schemes = ["https", "http"] if (self.insecure or is_loopback(self.api)) else ["https"]
+            last: ConnectionFailed | None = None
+            for i, scheme in enumerate(schemes):
+                base = f"{scheme}://{self.api}"
+                final = i == len(schemes) - 1
+                try:
+                    resp = self._retrying(lambda b=base: self._client.get(f"{b}/v2/"), "GET", f"{base}/v2/",
+                                          what="reach", tries=None if final else 1)
+                except ConnectionFailed as exc:
+                    last = exc
+                    continue
+                self._accept_ping(base, resp)
+                return
+            assert last is not None
+            raise last
+
+    def _accept_ping(self, base: str, resp: httpx.Response) -> None:
+        if resp.status_code in RETRY_STATUSES:
+            raise self.error(resp, what="reach")
+        if resp.status_code == 401:
+            self._challenge = parse_challenge(resp.headers.get("www-authenticate", ""))
+        elif resp.status_code != 200:
+            raise RegistryError(
+                f"{self.host} does not answer like a container registry (GET /v2/ gave {resp.status_code})",
+                hint="check the registry host and port; a TLS registry may need https and --ca-cert",
+                registry=self.host, status=resp.status_code)
+        self._base = base
+        log.debug("registry %s: %s, auth %s", self.host, base, self._challenge.scheme if self._challenge else "none")
+
+    # -- authentication -----------------------------------------------------------------------
+    def _credential(self) -> Credential | None:
+        return self.keychain.lookup(self.host)
+
+    def _authorization(self, scopes: tuple[str, ...], *, force: bool = False) -> str | None:
+        ch = self._challenge
+        if ch is None:
+            return None
+        if ch.scheme == "basic":
+            cred = self._credential()
+            return basic_header(cred.username, cred.password) if cred and not cred.empty else None
+        if ch.scheme != "bearer":
+            return None
+        if not force:
+            tok = self._tokens.get(scopes)
+            if tok:
+                return f"Bearer {tok.value}"
+        with self._token_lock:
+            if not force:
+                tok = self._tokens.get(scopes)
+                if tok:
+                    return f"Bearer {tok.value}"
+            tok = self._fetch_token(ch, scopes)
+            self._tokens.put(scopes, tok)
+            return f"Bearer {tok.value}"
+
+    def _fetch_token(self, ch: Challenge, scopes: tuple[str, ...]) -> Token:
+        realm = ch.realm
+        if not realm:
+            raise AuthError(f"{self.host} asks for a bearer token but names no realm", registry=self.host,
+                            hint="the registry's auth configuration is broken; tell its admin")
+        cred = self._credential()
+        params: list[tuple[str, str]] = [("service", ch.service)] if ch.service else []
+        params += [("scope", s) for s in scopes]
+        headers: dict[str, str] = {}
+        if cred and cred.identity_token:
+            form = {"grant_type": "refresh_token", "refresh_token": cred.identity_token,
+                    "service": ch.service, "client_id": "airgap", "scope": " ".join(scopes)}
+
+            def send() -> httpx.Response:
+                return self._client.post(realm, data=form)
+        else:
+            if cred and not cred.empty:
+                headers["Authorization"] = basic_header(cred.username, cred.password)
+
+            def send() -> httpx.Response:
+                return self._client.get(realm, params=params, headers=headers)
+
+        resp = self._retrying(send, "GET", realm, what="get a token from")
+        if resp.status_code in (401, 403):
+            who = f"user {cred.username!r}" if cred and cred.username else "anonymous access"
+            raise AuthError(f"{self.host}: the token service refused {who} ({resp.status_code})",
+                            registry=self.host, status=resp.status_code, method="GET", url=redact(realm))
+        if resp.status_code != 200:
+            raise RegistryError(f"{self.host}: the token service answered {resp.status_code}",
+                                registry=self.host, status=resp.status_code, url=redact(realm),
+                                hint="run again later; if it persists, tell the registry's admin")
+        try:
+            obj = resp.json()
+            value = obj.get("token") or obj.get("access_token")
+            expires = float(obj.get("expires_in") or 60)
+        except (ValueError, AttributeError):
+            value = None
+        if not isinstance(value, str) or not value:
+            raise AuthError(f"{self.host}: the token service gave no token", registry=self.host,
+                            hint="tell the registry's admin")
+        log.debug("registry %s: token for %s (expires in %ss)", self.host, " ".join(scopes) or "-", expires)
+        return Token(value, time.monotonic() + expires)
+
+    # -- requests -----------------------------------------------------------------------------
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def request(
+        self,
+        method: str,
+        path_or_url: str | httpx.URL,
+        *,
+        scopes: tuple[str, ...] = (),
+        headers: Mapping[str, str] | None = None,
+        content: bytes | Iterable[bytes] | None = None,
+        stream: bool = False,
+        ok: Iterable[int] = (200,),
+        repository: str = "",
+        what: str = "",
+        retry: bool | None = None,
+    ) -> httpx.Response:
+        """Send a request with auth, retries and redirects; raise a mapped error unless the status is ok."""
+        target = str(path_or_url)
+        url = target if "://" in target else self.url(target)
+        replayable = content is None or isinstance(content, bytes)
+        do_retry = replayable if retry is None else retry
+        base_headers = dict(headers or {})
+
+        def once() -> httpx.Response:
+            return self._send_authed(method, url, base_headers, content, scopes, stream, replayable)
+
+        resp = self._retrying(once, method, url, what=what, repository=repository,
+                              tries=None if do_retry else 1)
+        if resp.status_code not in set(ok):
+            raise self.error(resp, what=what, repository=repository)
+        return resp
+
+    def _retrying(self, send: Any, method: str, url: str, *, what: str, repository: str = "",
+                  tries: int | None = None) -> httpx.Response:
+        policy = self.options.retry
+        limit = tries or policy.tries
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                resp: httpx.Response = send()
+            except httpx.TransportError as exc:
+                if _cert_error(exc):
+                    raise TLSError(f"{self.host}: TLS certificate verification failed ({exc})",
+                                   registry=self.host, repository=repository, method=method,
+                                   url=redact(url)) from exc
+                if attempt >= limit:
+                    raise ConnectionFailed(
+                        f"{self.host}: cannot {what or 'reach'} {self._subject(repository)}after {attempt} "
+                        f"tries: {type(exc).__name__}: {exc or 'connection failed'}",
+                        registry=self.host, repository=repository, method=method, url=redact(url),
+                        retryable=True) from exc
+                delay = policy.delay(attempt)
+                log.debug("%s %s: %s, retry %d/%d in %.1fs", method, redact(url), type(exc).__name__,
+                          attempt, limit - 1, delay)
+                time.sleep(delay)
+                continue
+            if resp.status_code in RETRY_STATUSES and attempt < limit:
+                delay = policy.delay(attempt, _retry_after(resp))
+                log.debug("%s %s: %d, retry %d/%d in %.1fs", method, redact(url), resp.status_code,
+                          attempt, limit - 1, delay)
+                resp.close()
+                time.sleep(delay)
+                continue
+            log.debug("%s %s -> %d", method, redact(url), resp.status_code)
+            return resp
+
+    def _send_authed(self, method: str, url: str, headers: dict[str, str],
+                     content: bytes | Iterable[bytes] | None, scopes: tuple[str, ...],
+                     stream: bool, replayable: bool) -> httpx.Response:
+        hdrs = dict(headers)
+        auth = self._authorization(scopes)
+        if auth:
+            hdrs["Authorization"] = auth
+        resp = self._send_following(method, url, hdrs, content, stream)
+        if resp.status_code == 401 and replayable:
+            ch = parse_challenge(resp.headers.get("www-authenticate", ""))
+            if ch is not None and ch.scheme in ("bearer", "basic"):
+                if self._challenge is None or ch.scheme != self._challenge.scheme or ch.realm:
+                    self._challenge = Challenge(ch.scheme, {**ch.params, "scope": ""})
+                want = merge_scopes(scopes, ch.scopes)
+                self._tokens.drop(scopes)
+                auth2 = self._authorization(want, force=True)
+                if auth2 and auth2 != auth:
+                    resp.close()
+                    hdrs["Authorization"] = auth2
+                    resp = self._send_following(method, url, hdrs, content, stream)
+        return resp
+
+    def _send_following(self, method: str, url: str, headers: dict[str, str],
+                        content: bytes | Iterable[bytes] | None, stream: bool) -> httpx.Response:
+        origin = httpx.URL(url)
+        current = origin
+        for _ in range(6):
+            req = self._client.build_request(method, current, headers=headers, content=content)
+            resp = self._client.send(req, stream=True)
+            if resp.status_code not in REDIRECTS or "location" not in resp.headers:
+                if not stream:
+                    try:
+                        resp.read()
+                    finally:
+                        resp.close()
+                return resp
+            resp.close()
+            nxt = current.join(resp.headers["location"])
+            if (nxt.scheme, nxt.host, nxt.port) != (origin.scheme, origin.host, origin.port):
+                # never send credentials to another host
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            if resp.status_code == 303:
+                method, content = "GET", None
+            current = nxt
+        raise RegistryError(f"{self.host}: too many redirects for {redact(origin)}", registry=self.host,
+                            hint="the registry's storage redirect is misconfigured; tell its admin")
+
+    def _subject(self, repository: str) -> str:
+        return f"{self.host}/{repository} " if repository else ""
+
+    def error(self, resp: httpx.Response, *, what: str, repository: str = "") -> RegistryError:
+        """Map an HTTP answer to the right error, naming registry and repository."""
+        codes, text = registry_errors(resp)
+        method = resp.request.method if resp.request else ""
+        url = redact(resp.request.url) if resp.request else ""
+        status = resp.status_code
+        detail = f"{status} {' '.join(c for c in codes if c) or resp.reason_phrase}"
+        if text:
+            detail += f" ({text})"
+        subject = f"{self.host}/{repository}" if repository else self.host
+        msg = f"cannot {what or method} {subject}: {detail}"
+        kw: dict[str, Any] = dict(registry=self.host, repository=repository, method=method, url=url,
+                                  status=status, codes=codes)
+        if status == 401:
+            cred = self._credential()
+            hint = ("the registry refused these credentials; check them or run `airgap login " + self.host + "`"
+                    if cred and not cred.empty else
+                    f"the registry needs credentials: run `airgap login {self.host}` or pass --username")
+            return AuthError(msg, hint=hint, **kw)
+        if status == 403:
+            return PermissionDenied(msg, **kw)
+        if status == 404:
+            return NotFound(msg, **kw)
+        if status == 429:
+            return RegistryError(msg, hint="the registry is rate-limiting; wait a while and run again",
+                                 retryable=True, **kw)
+        if status >= 500:
+            return RegistryError(msg, hint="the registry failed; run again later, or tell its admin",
+                                 retryable=True, **kw)
+        return RegistryError(msg, hint="see the registry's answer above", **kw)
+
+
+def check_login(session: Session) -> None:
+    """Prove that the session's credentials are accepted (raise AuthError otherwise)."""
+    session._ensure_base()
+    ch = session._challenge
+    if ch is None:
+        return
+    if ch.scheme == "bearer":
+        session._authorization((), force=True)
+        return
+    session.request("GET", "/v2/", what="log in to")

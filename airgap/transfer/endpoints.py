@@ -1,0 +1,41 @@
+"""The two ends of every transfer. Registries, bundle readers and bundle writers implement them."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from airgap.model.digest import Digest
+from airgap.model.manifest import Descriptor, Manifest
+from airgap.model.reference import Reference
+from airgap.streams import BlobOpener
+
+
+class Source(Protocol):
+    """Where images come from."""
+
+    def get_manifest(self, ref: Reference, identifier: str) -> Manifest:
+        """The manifest that ``identifier`` (a tag or digest) names in ``ref``'s repository, exact bytes."""
+        ...
+
+    def blob_opener(self, ref: Reference, desc: Descriptor) -> BlobOpener:
+        """Open ``desc``'s content (from ``ref``'s repository), verified against its digest and size."""
+        ...
+
+
+class Sink(Protocol):
+    """Where images go."""
+
+    def push_blob(self, target: Reference, desc: Descriptor, opener: BlobOpener,
+                  mount_from: tuple[str, ...]) -> str:
+        """Make the blob exist in ``target``'s repository: "skipped", "mounted" or "uploaded".
+
+        ``mount_from`` names other repositories of the same sink that already hold it.
+        """
+        ...
+
+    def has_manifest(self, target: Reference, digest: Digest) -> bool:
+        ...
+
+    def push_manifest(self, target: Reference, manifest: Manifest, tag: str | None) -> None:
+        """Store a manifest's exact bytes by digest, or under ``tag`` when given."""
+        ...

@@ -1,0 +1,134 @@
+"""The transfer engine: one plan/dedup/order/concurrency path for copy, export and import.
+
+Order: blobs first (deduplicated; later repositories of the same target mount what an earlier one
+received), then manifests children first, then tags last, so a reader never sees a tag whose
+content is incomplete.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from airgap.model.manifest import Descriptor
+from airgap.model.reference import Reference
+from airgap.streams import BlobOpener
+from airgap.transfer.endpoints import Sink, Source
+from airgap.transfer.events import BlobDone, BytesMoved, ImageDone, Notice, Planned, Progress, ignore
+from airgap.transfer.plan import ImageRequest, PlannedImage, plan_image
+
+
+@dataclass(frozen=True)
+class MovedImage:
+    source: str
+    target: str
+    digest: str
+    media_type: str
+    platforms: tuple[str, ...]
+
+
+@dataclass
+class TransferResult:
+    images: list[MovedImage] = field(default_factory=list)
+    uploaded: int = 0
+    mounted: int = 0
+    skipped: int = 0
+    bytes_uploaded: int = 0
+    notices: list[str] = field(default_factory=list)
+
+
+def _counting(opener: BlobOpener, progress: Progress) -> BlobOpener:
+    @contextmanager
+    def open_(offset: int) -> Iterator[Iterator[bytes]]:
+        with opener(offset) as chunks:
+            def gen() -> Iterator[bytes]:
+                for chunk in chunks:
+                    progress(BytesMoved(len(chunk)))
+                    yield chunk
+            yield gen()
+
+    return open_
+
+
+def _target_ref(image: PlannedImage) -> Reference:
+    return image.request.target.with_tag(None).with_digest(None)
+
+
+def transfer(source: Source, sink: Sink, requests: list[ImageRequest], *, jobs: int = 6,
+             progress: Progress = ignore) -> TransferResult:
+    """Move the requested images from ``source`` to ``sink``; raise the first error."""
+    result = TransferResult()
+    images = [plan_image(source, r) for r in requests]
+    for image in images:
+        for text in image.notices:
+            result.notices.append(text)
+            progress(Notice(text))
+
+    # blobs, grouped by (target host, digest): the first repository uploads, the rest mount from it
+    groups: dict[tuple[str, str], list[tuple[PlannedImage, Descriptor]]] = {}
+    for image in images:
+        for blob in image.blobs:
+            groups.setdefault((image.request.target.host, str(blob.digest)), []).append((image, blob))
+    total = sum(entries[0][1].size for entries in groups.values())
+    progress(Planned(images=len(images), blobs=len(groups), total_bytes=total))
+    lock = threading.Lock()
+
+    def move_group(entries: list[tuple[PlannedImage, Descriptor]]) -> None:
+        done_repos: list[str] = []
+        for image, blob in entries:
+            target = _target_ref(image)
+            if target.repository in done_repos:
+                continue
+            opener = _counting(source.blob_opener(image.request.source, blob), progress)
+            outcome = sink.push_blob(target, blob, opener, tuple(done_repos))
+            done_repos.append(target.repository)
+            with lock:
+                if outcome == "uploaded":
+                    result.uploaded += 1
+                    result.bytes_uploaded += blob.size
+                elif outcome == "mounted":
+                    result.mounted += 1
+                else:
+                    result.skipped += 1
+            if outcome != "uploaded" and len(done_repos) == 1:
+                progress(BytesMoved(blob.size))
+            progress(BlobDone(str(blob.digest), blob.size, outcome))
+
+    # biggest first keeps every worker busy to the end
+    ordered = sorted(groups.values(), key=lambda e: -e[0][1].size)
+    _run_all(jobs, [lambda e=e: move_group(e) for e in ordered])
+
+    def push_manifests(image: PlannedImage) -> None:
+        target = _target_ref(image)
+        for manifest in image.manifests:
+            if not sink.has_manifest(target, manifest.digest):
+                sink.push_manifest(target, manifest, None)
+
+    _run_all(jobs, [lambda i=i: push_manifests(i) for i in images])
+    for image in images:
+        target = image.request.target
+        if target.tag:
+            sink.push_manifest(_target_ref(image), image.root, target.tag)
+        shown = target.with_digest(image.root.digest)
+        result.images.append(MovedImage(str(image.request.source), str(shown), str(image.root.digest),
+                                        image.root.media_type, tuple(str(p) for p in image.platforms)))
+        progress(ImageDone(str(image.request.source), str(shown), str(image.root.digest)))
+    return result
+
+
+def _run_all(jobs: int, tasks: list[object]) -> None:
+    """Run callables on ``jobs`` threads; on the first failure cancel the rest and raise it."""
+    if not tasks:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="airgap") as pool:
+        futures: list[Future[None]] = [pool.submit(t) for t in tasks]  # type: ignore[arg-type]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for f in done:
+            exc = f.exception()
+            if exc is not None:
+                for p in pending:
+                    p.cancel()
+                raise exc
