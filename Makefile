@@ -27,14 +27,14 @@ test-slow: setup
 	$(BIN)/pytest -q -m slow
 
 demo: setup
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python -m scripts.demo
 
 lint: setup
 	$(BIN)/ruff check airgap tests scripts
 	$(BIN)/mypy
 
 bench: setup
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python -m scripts.bench
 
 clean:
 	rm -rf $(VENV) demo-work bench/results
