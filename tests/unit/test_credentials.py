@@ -1,0 +1,120 @@
+import base64
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from airgap.registry.credentials import Credential, CredentialError, Keychain, store_credentials
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    return tmp_path
+
+
+def write(path: Path, obj: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def b64(s: str) -> str:
+    return base64.b64encode(s.encode()).decode()
+
+
+def helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, answer: dict[str, str] | None) -> Path:
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    script = bindir / f"docker-credential-{name}"
+    log = tmp_path / f"{name}.log"
+    body = (f"echo found; exit 0" if answer is None else f"echo '{json.dumps(answer)}'")
+    if answer is None:
+        body = "echo 'credentials not found in native keychain'; exit 1"
+    script.write_text(f"#!/bin/sh\necho \"$1 $(cat)\" >> {log}\nif [ \"$1\" = store ]; then exit 0; fi\n{body}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def test_docker_config_auths(tmp_path: Path) -> None:
+    write(tmp_path / "docker" / "config.json", {"auths": {
+        "https://reg.local:5000": {"auth": b64("bob:pw:with:colons")},
+        "https://index.docker.io/v1/": {"auth": b64("hub:hubpw")},
+        "tok.local": {"identitytoken": "idtok"},
+    }})
+    kc = Keychain()
+    assert kc.lookup("reg.local:5000") == Credential("bob", "pw:with:colons")
+    assert kc.lookup("docker.io") == Credential("hub", "hubpw")
+    assert kc.lookup("tok.local") == Credential(identity_token="idtok")
+    assert kc.lookup("other.local") is None
+
+
+def test_explicit_wins_and_repr_hides_secret(tmp_path: Path) -> None:
+    write(tmp_path / "docker" / "config.json", {"auths": {"reg.local": {"auth": b64("a:b")}}})
+    kc = Keychain()
+    kc.add("reg.local", Credential("x", "topsecret"))
+    assert kc.lookup("reg.local") == Credential("x", "topsecret")
+    assert "topsecret" not in repr(kc.lookup("reg.local"))
+
+
+def test_cred_helpers_and_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = helper(tmp_path, monkeypatch, "fake", {"Username": "helperuser", "Secret": "helperpw"})
+    helper(tmp_path, monkeypatch, "none", None)
+    write(tmp_path / "docker" / "config.json", {"credHelpers": {"reg.local": "fake"}, "credsStore": "none"})
+    kc = Keychain()
+    assert kc.lookup("reg.local") == Credential("helperuser", "helperpw")
+    assert "get reg.local" in log.read_text()
+    assert kc.lookup("elsewhere.local") is None  # credsStore answers "not found"
+
+
+def test_identity_token_from_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    helper(tmp_path, monkeypatch, "tok", {"Username": "<token>", "Secret": "refresh"})
+    write(tmp_path / "docker" / "config.json", {"credsStore": "tok"})
+    assert Keychain().lookup("reg.local") == Credential(identity_token="refresh")
+
+
+def test_missing_helper_is_clear(tmp_path: Path) -> None:
+    write(tmp_path / "docker" / "config.json", {"credHelpers": {"reg.local": "doesnotexist"}})
+    with pytest.raises(CredentialError, match="docker-credential-doesnotexist"):
+        Keychain().lookup("reg.local")
+
+
+def test_containers_auth_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path / "run" / "containers" / "auth.json", {"auths": {"reg.local": {"auth": b64("c:d")}}})
+    assert Keychain().lookup("reg.local") == Credential("c", "d")
+    write(tmp_path / "explicit.json", {"auths": {"reg.local": {"auth": b64("e:f")}}})
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "explicit.json"))
+    assert Keychain().lookup("reg.local") == Credential("e", "f")
+
+
+def test_broken_config_is_clear(tmp_path: Path) -> None:
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "config.json").write_text("{not json")
+    with pytest.raises(CredentialError, match="config.json"):
+        Keychain().lookup("reg.local")
+
+
+def test_store_is_private_and_keeps_other_entries(tmp_path: Path) -> None:
+    path = tmp_path / "docker" / "config.json"
+    write(path, {"auths": {"other.local": {"auth": b64("o:p")}}, "experimental": "x"})
+    store_credentials("reg.local:5000", Credential("u", "pw"))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    obj = json.loads(path.read_text())
+    assert obj["experimental"] == "x" and "other.local" in obj["auths"]
+    assert Keychain().lookup("reg.local:5000") == Credential("u", "pw")
+    store_credentials("docker.io", Credential("h", "q"))
+    assert "https://index.docker.io/v1/" in json.loads(path.read_text())["auths"]
+
+
+def test_store_via_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = helper(tmp_path, monkeypatch, "fake", {"Username": "x", "Secret": "y"})
+    write(tmp_path / "docker" / "config.json", {"credsStore": "fake"})
+    path = store_credentials("reg.local", Credential("u", "pw-in-helper"))
+    assert "pw-in-helper" not in path.read_text()
+    assert '"Secret": "pw-in-helper"' in log.read_text()

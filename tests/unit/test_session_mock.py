@@ -1,0 +1,130 @@
+"""Registry session edge cases that the real registry does not produce, on httpx's MockTransport."""
+
+import httpx
+import pytest
+
+from airgap.errors import AuthError, ConnectionFailed, DigestMismatch
+from airgap.model.digest import Digest
+from airgap.model.manifest import Descriptor
+from airgap.registry import Credential, Keychain, RegistryClient, RegistryOptions, RetryPolicy, Session
+
+FAST = RegistryOptions(retry=RetryPolicy(tries=3, base_delay=0.001, max_delay=0.01))
+BLOB = b"blob-content" * 100
+DESC = Descriptor("application/octet-stream", Digest.of(BLOB), len(BLOB))
+
+
+def client_for(handler: object, cred: Credential | None = None) -> RegistryClient:
+    kc = Keychain(use_files=False)
+    if cred:
+        kc.add("reg.example", cred)
+    return RegistryClient(Session("reg.example", options=FAST, keychain=kc,
+                                  transport=httpx.MockTransport(handler)))  # type: ignore[arg-type]
+
+
+def test_redirect_to_other_host_drops_authorization() -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.append((req.url.host, req.headers.get("authorization")))
+        if req.url.path == "/v2/":
+            if "authorization" not in req.headers:
+                return httpx.Response(401, headers={"www-authenticate": 'Basic realm="r"'})
+            return httpx.Response(200)
+        if req.url.host == "reg.example":
+            return httpx.Response(307, headers={"location": "https://storage.example/bucket/blob?sig=1"})
+        return httpx.Response(200, content=iter([BLOB]))
+
+    client = client_for(handler, Credential("u", "p"))
+    with client.blob_reader("repo", DESC)(0) as chunks:
+        assert b"".join(chunks) == BLOB
+    blob_requests = [s for s in seen if s[0] == "storage.example"]
+    assert blob_requests == [("storage.example", None)]
+    assert any(h == "reg.example" and a and a.startswith("Basic ") for h, a in seen)
+
+
+def test_same_host_redirect_keeps_authorization() -> None:
+    seen: list[str | None] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/v2/":
+            return httpx.Response(401 if "authorization" not in req.headers else 200,
+                                  headers={"www-authenticate": 'Basic realm="r"'})
+        if req.url.path.startswith("/v2/repo/blobs/"):
+            return httpx.Response(307, headers={"location": "/storage/x"})
+        seen.append(req.headers.get("authorization"))
+        return httpx.Response(200, content=iter([BLOB]))
+
+    with client_for(handler, Credential("u", "p")).blob_reader("repo", DESC)(0) as chunks:
+        assert b"".join(chunks) == BLOB
+    assert seen and seen[0] is not None
+
+
+def test_bearer_token_cached_and_scoped() -> None:
+    tokens: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.host == "auth.example":
+            tokens.append(str(req.url.params.get_list("scope")))
+            assert req.headers["authorization"].startswith("Basic ")
+            return httpx.Response(200, json={"token": "T1", "expires_in": 300})
+        if req.headers.get("authorization") != "Bearer T1":
+            return httpx.Response(401, headers={"www-authenticate":
+                                                'Bearer realm="https://auth.example/token",service="reg"'})
+        if req.method == "HEAD":
+            return httpx.Response(200)
+        return httpx.Response(200, content=iter([BLOB]))
+
+    client = client_for(handler, Credential("u", "p"))
+    for _ in range(3):
+        assert client.has_blob("repo", DESC.digest)
+    assert tokens == ["['repository:repo:pull']"]
+
+
+def test_wrong_credentials_token_service() -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.host == "auth.example":
+            return httpx.Response(401)
+        return httpx.Response(401, headers={"www-authenticate": 'Bearer realm="https://auth.example/t"'})
+
+    with pytest.raises(AuthError, match="refused user 'u'"):
+        client_for(handler, Credential("u", "wrong")).has_blob("repo", DESC.digest)
+
+
+def test_download_resumes_with_range_and_verifies() -> None:
+    calls: list[str | None] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/v2/":
+            return httpx.Response(200)
+        rng = req.headers.get("range")
+        calls.append(rng)
+        if rng is None:
+            # claim the full length but send only part of it: the client sees the connection end early
+            return httpx.Response(200, content=iter([BLOB[:500]]))
+        start = int(rng.removeprefix("bytes=").rstrip("-"))
+        return httpx.Response(206, content=iter([BLOB[start:]]),
+                              headers={"content-range": f"bytes {start}-{len(BLOB) - 1}/{len(BLOB)}"})
+
+    with client_for(handler).blob_reader("repo", DESC)(0) as chunks:
+        assert b"".join(chunks) == BLOB
+    assert calls == [None, "bytes=500-"]
+
+
+def test_corrupt_blob_detected() -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/v2/":
+            return httpx.Response(200)
+        return httpx.Response(200, content=iter([b"X" + BLOB[1:]]))
+
+    with pytest.raises(DigestMismatch), client_for(handler).blob_reader("repo", DESC)(0) as chunks:
+        b"".join(chunks)
+
+
+def test_retries_exhausted_is_connection_failed() -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/v2/":
+            return httpx.Response(200)
+        raise httpx.ConnectError("boom")
+
+    with pytest.raises(ConnectionFailed, match="after 3 tries"):
+        client_for(handler).has_blob("repo", DESC.digest)
