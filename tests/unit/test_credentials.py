@@ -33,7 +33,7 @@ def helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, answer: d
     bindir.mkdir(exist_ok=True)
     script = bindir / f"docker-credential-{name}"
     log = tmp_path / f"{name}.log"
-    body = (f"echo found; exit 0" if answer is None else f"echo '{json.dumps(answer)}'")
+    body = ("echo found; exit 0" if answer is None else f"echo '{json.dumps(answer)}'")
     if answer is None:
         body = "echo 'credentials not found in native keychain'; exit 1"
     script.write_text(f"#!/bin/sh\necho \"$1 $(cat)\" >> {log}\nif [ \"$1\" = store ]; then exit 0; fi\n{body}\n")

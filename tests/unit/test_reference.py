@@ -36,8 +36,9 @@ def test_parse(text: str, host: str, repo: str, tag: str | None, digest: str | N
 
 @pytest.mark.parametrize(
     "text",
-    ["", "Upper", "reg.local/Upper", "reg.local/app:", "reg.local/app:-bad", "reg.local//app", "reg.local/app@sha256:abc",
-     "reg.local/app@md5:" + "a" * 32, "reg.local/-app", "a" * 300, "reg.local/app:" + "t" * 129, "reg.local:x/app"],
+    ["", "Upper", "reg.local/Upper", "reg.local/app:", "reg.local/app:-bad", "reg.local//app",
+     "reg.local/app@sha256:abc", "reg.local/app@md5:" + "a" * 32, "reg.local/-app", "a" * 300,
+     "reg.local/app:" + "t" * 129, "reg.local:x/app"],
 )
 def test_invalid(text: str) -> None:
     with pytest.raises(InvalidReference):
