@@ -6,7 +6,11 @@ Every fixture stops what it started, also when the test fails. Fixtures that nee
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +120,73 @@ def fault_proxy_factory() -> Iterator[FaultProxyFactory]:
 def oci_image(tmp_path: Path) -> OciImage:
     """A one-layer OCI image in an OCI layout under ``tmp_path``, tagged ``v1``."""
     return make_oci_layout(tmp_path / "oci-layout", tag="v1", seed=tmp_path.name)
+
+
+# --------------------------------------------------------------------------- airgap itself
+
+AIRGAP = [sys.executable, "-m", "airgap.cli"]
+
+
+@dataclass
+class Run:
+    """The result of one ``airgap`` process."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture
+def airgap_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """An environment with its own empty docker config and a fast retry backoff."""
+    env = dict(os.environ)
+    env.update({
+        "DOCKER_CONFIG": str(tmp_path / "docker-config"),
+        "HOME": str(tmp_path / "home"),
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        "AIRGAP_RETRY_BASE_DELAY": "0.05",
+    })
+    env.pop("REGISTRY_AUTH_FILE", None)
+    for key in ("DOCKER_CONFIG", "HOME", "XDG_RUNTIME_DIR", "AIRGAP_RETRY_BASE_DELAY"):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    return env
+
+
+RunAirgap = Callable[..., Run]
+
+
+@pytest.fixture
+def run_airgap(airgap_env: dict[str, str]) -> RunAirgap:
+    """``run_airgap(*args, input=None, env=None, timeout=300) -> Run``: the real CLI in a subprocess."""
+
+    def run(*args: str, input: str | None = None, env: dict[str, str] | None = None,
+            timeout: float = 300) -> Run:
+        proc = subprocess.run(AIRGAP + list(args), input=input, capture_output=True, text=True,
+                              env={**airgap_env, **(env or {})}, timeout=timeout, check=False)
+        return Run(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def demo_layout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Any]]:
+    """The demo images (large layer 2 MiB) in an OCI layout, built once per test session."""
+    from scripts.demo_images import build_demo_layout
+
+    path = tmp_path_factory.mktemp("demo") / "layout"
+    return path, build_demo_layout(path, large_layer_size=2 * 1024 * 1024)
+
+
+@pytest.fixture
+def demo_registry(registry_factory: RegistryFactory, demo_layout: tuple[Path, list[Any]]) -> RegistryServer:
+    """A plain registry holding every demo image, pushed with airgap's own client."""
+    from scripts.push_layout import push_layout
+
+    server = registry_factory()
+    push_layout(demo_layout[0], server.host)
+    return server

@@ -30,7 +30,7 @@ from airgap.copy import copy, copy_request
                    "(else from AIRGAP_SRC_PASSWORD / AIRGAP_DEST_PASSWORD).")
 @click.pass_obj
 def copy_cmd(obj: dict[str, bool], src: str, dst: str, platforms: tuple[str, ...], insecure: tuple[str, ...],
-             ca_certs: tuple[str, ...], jobs: int, src_username: str | None, dest_username: str | None,
+             ca_certs: tuple[str, ...], jobs: int, retries: int, src_username: str | None, dest_username: str | None,
              password_stdin: bool) -> None:
     """Copy an image (every platform, digests preserved) from one registry to another.
 
@@ -39,10 +39,12 @@ def copy_cmd(obj: dict[str, bool], src: str, dst: str, platforms: tuple[str, ...
     """
     request = copy_request(src, dst, parse_platforms(platforms))
     stdin_pw = read_password(True, "") if password_stdin else None
-    src_pw = stdin_pw if src_username and not dest_username else os.environ.get("AIRGAP_SRC_PASSWORD")
-    dest_pw = stdin_pw if dest_username else os.environ.get("AIRGAP_DEST_PASSWORD")
-    pairs = [(request.source.host, src_username, src_pw), (request.target.host, dest_username, dest_pw)]
-    with make_registries(insecure, ca_certs, jobs, keychain_with(pairs)) as registries, \
+    stdin_for_src = stdin_pw is not None and src_username is not None and dest_username is None
+    src_pw = stdin_pw if stdin_for_src else os.environ.get("AIRGAP_SRC_PASSWORD")
+    dest_pw = stdin_pw if stdin_pw is not None and not stdin_for_src else os.environ.get("AIRGAP_DEST_PASSWORD")
+    pairs = [(request.source.host, src_username, src_pw, "AIRGAP_SRC_PASSWORD"),
+             (request.target.host, dest_username, dest_pw, "AIRGAP_DEST_PASSWORD")]
+    with make_registries(insecure, ca_certs, jobs, retries, keychain_with(pairs)) as registries, \
             ProgressBar(quiet=obj["quiet"], desc="copy") as bar:
         result = copy(registries, src, dst, platforms=request.platforms, jobs=jobs, progress=bar)
     if not obj["quiet"]:

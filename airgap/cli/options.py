@@ -13,13 +13,15 @@ import click
 from airgap.errors import InvalidInput
 from airgap.model.platform import Platform
 from airgap.model.reference import parse_host
-from airgap.registry import Credential, Keychain, Registries, RegistryOptions
+from airgap.registry import Credential, Keychain, Registries, RegistryOptions, RetryPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def registry_options(f: F) -> F:
-    """--insecure-registry, --ca-cert, --jobs."""
+    """--insecure-registry, --ca-cert, --jobs, --retries."""
+    f = click.option("--retries", type=click.IntRange(1, 100), default=6, show_default=True,
+                     help="Tries per registry request before giving up (connection errors, 408, 429, 5xx).")(f)
     f = click.option("--jobs", "-j", type=click.IntRange(1, 64), default=6, show_default=True,
                      help="Blobs in flight at once (also the connection limit per registry).")(f)
     f = click.option("--ca-cert", "ca_certs", multiple=True, type=click.Path(exists=True, dir_okay=False),
@@ -39,9 +41,13 @@ def parse_platforms(values: tuple[str, ...]) -> tuple[Platform, ...]:
     return tuple(Platform.parse(v) for v in values)
 
 
-def build_options(insecure: tuple[str, ...], ca_certs: tuple[str, ...], jobs: int) -> RegistryOptions:
+def build_options(insecure: tuple[str, ...], ca_certs: tuple[str, ...], jobs: int, retries: int = 6) -> RegistryOptions:
     hosts = frozenset(parse_host(h) for h in insecure)
-    return RegistryOptions(ca_certs=tuple(Path(c) for c in ca_certs), insecure=hosts, max_connections=jobs)
+    # AIRGAP_RETRY_BASE_DELAY shortens the backoff (tests); the default suits real networks
+    base = float(os.environ.get("AIRGAP_RETRY_BASE_DELAY", "0.5"))
+    retry = RetryPolicy(tries=retries, base_delay=base, max_delay=max(base, 20.0) if base >= 0.5 else base * 8)
+    return RegistryOptions(ca_certs=tuple(Path(c) for c in ca_certs), insecure=hosts, max_connections=jobs,
+                           retry=retry)
 
 
 def read_password(password_stdin: bool, env_var: str) -> str | None:
@@ -53,18 +59,18 @@ def read_password(password_stdin: bool, env_var: str) -> str | None:
     return os.environ.get(env_var)
 
 
-def keychain_with(pairs: list[tuple[str, str | None, str | None]]) -> Keychain:
+def keychain_with(pairs: list[tuple[str, str | None, str | None, str]]) -> Keychain:
     """A keychain over the config files, with explicit (host, username, password) entries first."""
     keychain = Keychain()
-    for host, user, password in pairs:
+    for host, user, password, env_var in pairs:
         if user:
             if password is None:
-                raise InvalidInput(f"--username for {host} given without a password",
-                                   hint="pass it with --password-stdin or the AIRGAP_PASSWORD variable")
+                raise InvalidInput(f"a user name for {host} was given without a password",
+                                   hint=f"pass it with --password-stdin or the {env_var} variable")
             keychain.add(host, Credential(user, password))
     return keychain
 
 
-def make_registries(insecure: tuple[str, ...], ca_certs: tuple[str, ...], jobs: int,
+def make_registries(insecure: tuple[str, ...], ca_certs: tuple[str, ...], jobs: int, retries: int,
                     keychain: Keychain) -> Registries:
-    return Registries(build_options(insecure, ca_certs, jobs), keychain)
+    return Registries(build_options(insecure, ca_certs, jobs, retries), keychain)

@@ -83,7 +83,11 @@ def transfer(source: Source, sink: Sink, requests: list[ImageRequest], *, jobs: 
             if target.repository in done_repos:
                 continue
             opener = _counting(source.blob_opener(image.request.source, blob), progress)
-            outcome = sink.push_blob(target, blob, opener, tuple(done_repos))
+            mount_from = list(done_repos)
+            src = image.request.source
+            if src.host == target.host and src.repository != target.repository:
+                mount_from.append(src.repository)  # a copy within one registry: mount from the source
+            outcome = sink.push_blob(target, blob, opener, tuple(mount_from))
             done_repos.append(target.repository)
             with lock:
                 if outcome == "uploaded":

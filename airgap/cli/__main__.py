@@ -1,0 +1,3 @@
+from airgap.cli.main import run
+
+run()
