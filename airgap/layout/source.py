@@ -50,6 +50,13 @@ class LayoutSource:
         repo, tag = _split_name(name)
         return Reference(LAYOUT_HOST, repo, tag or None)
 
+    def entry(self, name: str) -> Descriptor:
+        for d in self.entries:
+            if d.annotations.get(REF_NAME) == name:
+                return d
+        raise NotFound(f"{self.path} has no image named {name!r}",
+                       hint=f"it has: {', '.join(self.names()) or 'no named images'}")
+
     def _blob_path(self, digest: Digest) -> Path:
         return self.path / "blobs" / digest.algorithm / digest.hex
 

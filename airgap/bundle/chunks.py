@@ -1,0 +1,160 @@
+"""Cutting the bundle stream into fixed-size chunk files, with a journal so that an interrupted export
+keeps every complete chunk.
+
+A chunk is written under a hidden temporary name and renamed to its final name only when it is full
+(or is the last one) and fsynced: a file under a final name is always a complete chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from airgap.bundle.files import fsync_dir, os_error
+from airgap.model.bundle import Chunk
+
+CHUNK_PATTERN = "chunk-{:06d}.bin"
+
+
+def chunk_name(index: int) -> str:
+    return CHUNK_PATTERN.format(index)
+
+
+@dataclass
+class FrameRecord:
+    member: int
+    frame: int
+    length: int
+
+
+@dataclass
+class Journal:
+    """Append-only record of complete chunks and of the frames that end inside them."""
+
+    path: Path
+    chunks: list[Chunk] = field(default_factory=list)
+    frames: list[FrameRecord] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path, out_dir: Path, chunk_size: int,
+             check: Callable[[Path, Chunk], bool]) -> Journal:
+        """Read the journal, keeping only the chunks that are still intact on disk (in order)."""
+        journal = cls(path)
+        if not path.exists():
+            return journal
+        good_lines: list[str] = []
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                chunk = Chunk(rec["name"], int(rec["size"]), rec["sha256"])
+                frames = [FrameRecord(int(m), int(f), int(n)) for m, f, n in rec["frames"]]
+            except (ValueError, KeyError, TypeError):
+                break  # a torn last line: everything before it stands
+            if rec.get("chunk") != len(journal.chunks) or chunk.size != chunk_size or \
+                    not check(out_dir / chunk.name, chunk):
+                break
+            journal.chunks.append(chunk)
+            journal.frames.extend(frames)
+            good_lines.append(line)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(f"{line}\n" for line in good_lines))
+        os.replace(tmp, path)
+        return journal
+
+    def append(self, index: int, chunk: Chunk, frames: list[FrameRecord]) -> None:
+        rec: dict[str, Any] = {"chunk": index, "name": chunk.name, "size": chunk.size, "sha256": chunk.sha256,
+                               "frames": [[f.member, f.frame, f.length] for f in frames]}
+        with self.path.open("a") as f:
+            f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.chunks.append(chunk)
+        self.frames.extend(frames)
+
+
+class ChunkWriter:
+    """Receives the stream from ``start`` (a chunk boundary) and writes it as chunk files."""
+
+    def __init__(self, out_dir: Path, chunk_size: int, journal: Journal) -> None:
+        self.out_dir = out_dir
+        self.chunk_size = chunk_size
+        self.journal = journal
+        self.index = len(journal.chunks)
+        self.position = self.index * chunk_size  # stream offset of the next byte
+        self._file: BinaryIO | None = None
+        self._hash = hashlib.sha256()
+        self._filled = 0
+        self._pending: list[tuple[int, FrameRecord]] = []  # (end offset, frame) not yet journaled
+
+    def _tmp(self) -> Path:
+        return self.out_dir / f".{chunk_name(self.index)}.partial"
+
+    def _open(self) -> BinaryIO:
+        if self._file is None:
+            try:
+                self._file = open(self._tmp(), "wb")  # noqa: SIM115 - closed in _seal
+            except OSError as exc:
+                raise os_error(exc, f"creating {chunk_name(self.index)} in {self.out_dir}") from exc
+            self._hash = hashlib.sha256()
+            self._filled = 0
+        return self._file
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while len(view):
+            f = self._open()
+            room = self.chunk_size - self._filled
+            piece = view[:room]
+            try:
+                f.write(piece)
+            except OSError as exc:
+                raise os_error(exc, f"writing {chunk_name(self.index)} in {self.out_dir}") from exc
+            self._hash.update(piece)
+            self._filled += len(piece)
+            self.position += len(piece)
+            view = view[len(piece):]
+            if self._filled == self.chunk_size:
+                self._seal()
+
+    def frame_done(self, record: FrameRecord) -> None:
+        """A frame's last byte was written; it is journaled with the chunk that holds that byte."""
+        self._pending.append((self.position, record))
+
+    def _seal(self) -> None:
+        f = self._file
+        assert f is not None
+        name = chunk_name(self.index)
+        try:
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+            os.replace(self._tmp(), self.out_dir / name)
+        except OSError as exc:
+            raise os_error(exc, f"finishing {name} in {self.out_dir}") from exc
+        fsync_dir(self.out_dir)
+        self._file = None
+        end = (self.index * self.chunk_size) + self._filled
+        done = [r for e, r in self._pending if e <= end]
+        self._pending = [(e, r) for e, r in self._pending if e > end]
+        self.journal.append(self.index, Chunk(name, self._filled, self._hash.hexdigest()), done)
+        self.index += 1
+
+    def close(self) -> list[Chunk]:
+        """Seal the last, shorter chunk (if any bytes are in it) and return every chunk."""
+        if self._file is not None and self._filled:
+            self._seal()
+        elif self._file is not None:
+            self._file.close()
+            self._tmp().unlink(missing_ok=True)
+            self._file = None
+        return list(self.journal.chunks)
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

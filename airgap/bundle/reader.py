@@ -1,0 +1,238 @@
+"""Reading a bundle: the signed manifest, chunk files spread over one or more media directories, and
+random access to any blob through the zstd frames that start at blob (and segment) boundaries."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zstandard
+
+from airgap.bundle import tarfmt
+from airgap.bundle.files import BundleError
+from airgap.errors import DigestMismatch
+from airgap.model.bundle import BundleManifest, Chunk, Span
+from airgap.model.digest import Digest
+from airgap.signing import PublicKey, verify
+from airgap.streams import verified
+
+READ = 1024 * 1024
+MAX_SIGNATURE = 4096
+
+
+class ChunkMissing(BundleError):
+    default_hint = "find the medium that holds it (pass its directory with --media), or export the bundle again"
+
+
+class ChunkCorrupt(BundleError):
+    default_hint = "the medium damaged or altered it; copy that chunk again from the source bundle"
+
+
+@dataclass
+class ChunkProblem:
+    chunk: Chunk
+    kind: str  # missing | truncated | oversized | corrupt
+    detail: str = ""
+
+
+@dataclass
+class ChunkReport:
+    problems: list[ChunkProblem] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)  # files in the bundle directories that no manifest names
+    renamed: dict[str, str] = field(default_factory=dict)  # missing chunk name -> the file that holds it
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def read_signed_manifest(directory: Path, trusted: Sequence[PublicKey]) -> tuple[BundleManifest, PublicKey]:
+    """Check ``manifest.json`` against its signature first; parse it only when a trusted key signed it."""
+    mpath, spath = directory / "manifest.json", directory / "manifest.json.sig"
+    if not mpath.is_file():
+        raise BundleError(f"{directory} holds no manifest.json",
+                          hint="point at the bundle directory (the one with manifest.json and its .sig)")
+    if not spath.is_file():
+        raise BundleError(f"{directory} has manifest.json but no manifest.json.sig: the bundle is unsigned",
+                          hint="copy the signature along with the bundle, or ask for a signed bundle")
+    if spath.stat().st_size > MAX_SIGNATURE:
+        raise BundleError(f"{spath} is larger than a signature can be", hint="the bundle is damaged or forged")
+    data = mpath.read_bytes()
+    signer = verify(data, spath.read_bytes(), trusted)
+    return BundleManifest.parse(data), signer
+
+
+class BundleReader:
+    """Chunk files looked up by name in ``dirs`` (the bundle directory first, then other media)."""
+
+    def __init__(self, manifest: BundleManifest, dirs: Sequence[Path]) -> None:
+        self.manifest = manifest
+        self.dirs = list(dirs)
+        self._paths: dict[str, Path | None] = {}
+
+    def path(self, chunk: Chunk) -> Path | None:
+        if chunk.name not in self._paths:
+            found = None
+            for d in self.dirs:
+                p = d / chunk.name
+                if p.is_file():
+                    found = p
+                    break
+            self._paths[chunk.name] = found
+        return self._paths[chunk.name]
+
+    # -- checking -----------------------------------------------------------------------------
+    def check_chunk(self, chunk: Chunk) -> ChunkProblem | None:
+        p = self.path(chunk)
+        if p is None:
+            return ChunkProblem(chunk, "missing")
+        size = p.stat().st_size
+        if size != chunk.size:
+            kind = "truncated" if size < chunk.size else "oversized"
+            return ChunkProblem(chunk, kind, f"{size} of {chunk.size} bytes")
+        if _sha256_file(p) != chunk.sha256:
+            return ChunkProblem(chunk, "corrupt", "sha256 differs")
+        return None
+
+    def check_all(self) -> ChunkReport:
+        report = ChunkReport()
+        for chunk in self.manifest.chunks:
+            problem = self.check_chunk(chunk)
+            if problem:
+                report.problems.append(problem)
+        known = {c.name for c in self.manifest.chunks} | {"manifest.json", "manifest.json.sig"}
+        missing = {p.chunk.sha256: p.chunk.name for p in report.problems if p.kind == "missing"}
+        for d in self.dirs:
+            for entry in sorted(os.listdir(d)):
+                if entry in known or entry.startswith("."):
+                    continue
+                report.extra.append(str(d / entry))
+                f = d / entry
+                if missing and f.is_file() and any(c.size == f.stat().st_size for c in self.manifest.chunks):
+                    digest = _sha256_file(f)
+                    if digest in missing:
+                        report.renamed[missing[digest]] = str(f)
+        return report
+
+    # -- reading ------------------------------------------------------------------------------
+    def read_range(self, offset: int, length: int) -> Iterator[bytes]:
+        """Raw stream bytes ``[offset, offset+length)`` across chunk files."""
+        size = self.manifest.chunk_size
+        pos, end = offset, offset + length
+        while pos < end:
+            idx, off = divmod(pos, size)
+            chunk = self.manifest.chunks[idx]
+            p = self.path(chunk)
+            if p is None:
+                raise ChunkMissing(f"chunk {chunk.name} is missing from {', '.join(map(str, self.dirs))}")
+            with p.open("rb") as f:
+                f.seek(off)
+                want = min(end - pos, chunk.size - off)
+                while want:
+                    data = f.read(min(READ, want))
+                    if not data:
+                        raise ChunkCorrupt(f"chunk {chunk.name} is shorter than the manifest says")
+                    want -= len(data)
+                    pos += len(data)
+                    yield data
+
+    def _decoded(self, span: Span, first_frame: int) -> io.BufferedReader:
+        start = span.offset + sum(span.frames[:first_frame])
+        raw = _IterReader(self.read_range(start, span.end - start))
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
+        return io.BufferedReader(reader, READ)  # type: ignore[arg-type]
+
+    def open_member(self, span: Span, path: str, size: int, offset: int = 0) -> Iterator[bytes]:
+        """The content of a tar member from ``offset``: decodes from the frame holding that offset."""
+        seg = self.manifest.segment_size
+        k = min(offset // seg, len(span.frames) - 1)
+        stream = self._decoded(span, k)
+        try:
+            if k == 0:
+                head = stream.peek(tarfmt.MAX_HEADER)[: tarfmt.MAX_HEADER]
+                skip_head = tarfmt.parse_header(head, expect_path=path, expect_size=size)
+                stream.read(skip_head)
+            remaining_skip = offset - k * seg
+            while remaining_skip:
+                got = stream.read(min(READ, remaining_skip))
+                if not got:
+                    break
+                remaining_skip -= len(got)
+            left = size - offset
+            while left > 0:
+                data = stream.read(min(READ, left))
+                if not data:
+                    raise ChunkCorrupt(f"{path} ends early in the bundle stream")
+                left -= len(data)
+                yield data
+        except zstandard.ZstdError as exc:
+            raise ChunkCorrupt(f"the bundle stream is damaged where it holds {path} ({exc})",
+                               hint="run `airgap verify` to find the damaged chunk") from None
+        finally:
+            stream.close()
+
+    @contextmanager
+    def open_blob(self, digest: Digest, offset: int = 0) -> Iterator[Iterator[bytes]]:
+        blob = self.manifest.blob(digest)
+        if blob is None:
+            raise BundleError(f"the bundle does not hold blob {digest}")
+        chunks = self.open_member(blob.span, tarfmt.blob_path(digest.hex), blob.size, offset)
+        if offset:
+            # hash the prefix too, so that the digest is still checked end to end
+            hasher = hashlib.sha256()
+            prefix = self.open_member(blob.span, tarfmt.blob_path(digest.hex), blob.size, 0)
+            left = offset
+            for part in prefix:
+                hasher.update(part[:left])
+                left -= min(left, len(part))
+                if not left:
+                    break
+            prefix.close()  # type: ignore[attr-defined]
+            yield verified(chunks, digest, blob.size, f"blob {digest} in the bundle", offset=offset,
+                           prefix_hasher=hasher)
+        else:
+            yield verified(chunks, digest, blob.size, f"blob {digest} in the bundle")
+
+    def read_file(self, path: str) -> bytes:
+        f = next((x for x in self.manifest.files if x.path == path), None)
+        if f is None:
+            raise BundleError(f"the bundle has no {path}")
+        return b"".join(self.open_member(f.span, path, f.size))
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(READ):
+            h.update(block)
+    return h.hexdigest()
+
+
+class _IterReader(io.RawIOBase):
+    """A read-only file over an iterator of byte strings."""
+
+    def __init__(self, it: Iterator[bytes]) -> None:
+        self._it = it
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._buf:
+            try:
+                self._buf = next(self._it)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+__all__ = ["BundleReader", "ChunkCorrupt", "ChunkMissing", "ChunkReport", "DigestMismatch", "read_signed_manifest"]

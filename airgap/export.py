@@ -1,0 +1,307 @@
+"""``export``: images from registries or OCI layouts into a signed bundle of fixed-size chunks.
+
+Streams registry → zstd frames → chunk files; nothing is staged. An interrupted export run again with
+the same arguments keeps its complete chunks and continues (see :mod:`airgap.bundle.writer`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from airgap import __version__
+from airgap.bundle.files import BundleError, write_atomic
+from airgap.bundle.stream import Member
+from airgap.bundle.tarfmt import END_OF_ARCHIVE, blob_path
+from airgap.bundle.writer import STATE_DIR, write_stream
+from airgap.errors import InvalidInput
+from airgap.model.bundle import BundleImage, BundleManifest, StoredBlob, StoredFile
+from airgap.model.digest import Digest
+from airgap.model.manifest import OCI_INDEX
+from airgap.model.platform import Platform
+from airgap.model.reference import Reference
+from airgap.registry.pool import Registries
+from airgap.signing import PrivateKey, sign
+from airgap.sources import OCI_PREFIX, Sources
+from airgap.transfer.events import BytesMoved, Notice, Planned, Progress, ignore
+from airgap.transfer.plan import ImageRequest, plan_image
+
+SEGMENT_SIZE = 4 * 1024 * 1024
+DEFAULT_LEVEL = 3
+REF_NAME = "org.opencontainers.image.ref.name"
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    chunk_size: int
+    level: int = DEFAULT_LEVEL
+    segment_size: int = SEGMENT_SIZE
+    jobs: int = 4
+
+
+@dataclass
+class ExportResult:
+    manifest: BundleManifest
+    out_dir: Path
+    bytes_before_dedup: int
+    resumed_bytes: int = 0
+    already_complete: bool = False
+    notices: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Entry:
+    """A member of the stream as saved in the export state (so a resumed run needs no re-planning)."""
+
+    path: str
+    size: int
+    media_type: str
+    digest: str | None
+    data: bytes | None = None
+    source: str | None = None  # "host/repository" of the registry or "oci:DIR/repository"
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"path": self.path, "size": self.size, "media_type": self.media_type,
+                             "digest": self.digest}
+        if self.data is not None:
+            d["data"] = base64.b64encode(self.data).decode()
+        if self.source is not None:
+            d["source"] = self.source
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> _Entry:
+        return cls(d["path"], d["size"], d["media_type"], d.get("digest"),
+                   base64.b64decode(d["data"]) if "data" in d else None, d.get("source"))
+
+
+def _source_ref(entry: _Entry) -> Reference:
+    assert entry.source is not None
+    host, _, repo = entry.source.partition("|")
+    return Reference(host, repo, "latest")
+
+
+def request_key(requests: list[ImageRequest], options: ExportOptions) -> dict[str, Any]:
+    """What must be equal for a rerun to continue an interrupted export."""
+    return {
+        "images": [[str(r.source), [str(p) for p in r.platforms]] for r in requests],
+        "chunk_size": options.chunk_size, "level": options.level, "segment_size": options.segment_size,
+    }
+
+
+def _describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    for key in ("chunk_size", "level", "segment_size"):
+        if old.get(key) != new.get(key):
+            return f"{key.replace('_', ' ')} {old.get(key)} there, {new.get(key)} now"
+    return "a different list of images"
+
+
+def plan_members(sources: Sources, requests: list[ImageRequest],
+                 progress: Progress) -> tuple[list[_Entry], list[BundleImage], int, list[str]]:
+    """Resolve every image; return the stream's members in order, the images, and the bytes before dedup."""
+    entries: list[_Entry] = [_Entry("oci-layout", 0, "", None, b'{"imageLayoutVersion":"1.0.0"}')]
+    entries[0].size = len(entries[0].data or b"")
+    seen: set[str] = set()
+    images: list[BundleImage] = []
+    index_entries: list[dict[str, Any]] = []
+    before = 0
+    notices: list[str] = []
+    for request in requests:
+        planned = plan_image(sources, request)
+        for text in planned.notices:
+            notices.append(text)
+            progress(Notice(text))
+        src = request.source
+        source = f"{src.host}|{src.repository}"
+        for blob in planned.blobs:
+            before += blob.size
+            if str(blob.digest) not in seen:
+                seen.add(str(blob.digest))
+                entries.append(_Entry(blob_path(blob.digest.hex), blob.size, blob.media_type, str(blob.digest),
+                                      source=source))
+        for m in planned.manifests:
+            before += m.size
+            if str(m.digest) not in seen:
+                seen.add(str(m.digest))
+                entries.append(_Entry(blob_path(m.digest.hex), m.size, m.media_type, str(m.digest), data=m.data))
+        from_layout = src.host.startswith(OCI_PREFIX)
+        image = BundleImage(
+            registry="" if from_layout else src.host, repository=src.repository, tag=src.tag,
+            digest=planned.root.digest, media_type=planned.root.media_type,
+            platforms=tuple(str(p) for p in planned.platforms),
+            source_digest=Digest.parse(planned.source_digest) if planned.source_digest != str(
+                planned.root.digest) else None,
+            manifests=tuple(m.digest for m in planned.manifests),
+            blobs=tuple(b.digest for b in planned.blobs),
+        )
+        images.append(image)
+        index_entries.append({"mediaType": image.media_type, "digest": str(image.digest),
+                              "size": planned.root.size, "annotations": {REF_NAME: image.reference}})
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index_entries},
+                       separators=(",", ":")).encode()
+    entries.append(_Entry("index.json", len(index), "", None, index))
+    return entries, images, before, notices
+
+
+def _image_json(i: BundleImage) -> dict[str, Any]:
+    return json.loads(BundleManifest("", "", "", "", 1, 4096, 0, (), (), (), (i,)).to_json())["images"][0]  # type: ignore[no-any-return]
+
+
+def _image_from_json(d: dict[str, Any]) -> BundleImage:
+    return BundleImage(d["registry"], d["repository"], d["tag"], Digest.parse(d["digest"]), d["media_type"],
+                       tuple(d["platforms"]),
+                       Digest.parse(d["source_digest"]) if d.get("source_digest") else None,
+                       tuple(Digest.parse(x) for x in d["manifests"]), tuple(Digest.parse(x) for x in d["blobs"]))
+
+
+def _members(entries: list[_Entry], sources: Sources) -> list[Member]:
+    out = []
+    last = len(entries) - 1
+    for n, e in enumerate(entries):
+        trailer = END_OF_ARCHIVE if n == last else b""
+        digest = Digest.parse(e.digest) if e.digest else None
+        if e.data is not None:
+            out.append(Member(e.path, e.size, e.media_type, digest, data=e.data, trailer=trailer))
+        else:
+            assert digest is not None
+            from airgap.model.manifest import Descriptor
+
+            opener = sources.blob_opener(_source_ref(e), Descriptor(e.media_type, digest, e.size))
+            out.append(Member(e.path, e.size, e.media_type, digest, opener=opener, trailer=trailer))
+    return out
+
+
+def check_output_dir(out_dir: Path) -> str:
+    """'new', 'resume', 'complete'; raises when the directory holds something else."""
+    if not out_dir.exists():
+        return "new"
+    if not out_dir.is_dir():
+        raise InvalidInput(f"output {out_dir} exists and is not a directory", hint="choose another --output")
+    names = {p.name for p in out_dir.iterdir()}
+    if (out_dir / STATE_DIR / "state.json").exists():
+        return "resume"
+    if {"manifest.json", "manifest.json.sig"} <= names:
+        return "complete"
+    if names - {STATE_DIR}:
+        raise InvalidInput(f"output directory {out_dir} is not empty and holds no interrupted export",
+                           hint="choose an empty or new directory for the bundle")
+    return "new"
+
+
+def export(registries: Registries, requests: list[ImageRequest], out_dir: Path, key: PrivateKey,
+           options: ExportOptions, *, progress: Progress = ignore,
+           on_plan: Callable[[list[BundleImage], int, int], None] | None = None) -> ExportResult:
+    """Write (or finish) the bundle for ``requests`` in ``out_dir``, signed with ``key``."""
+    sources = Sources(registries)
+    status = check_output_dir(out_dir)
+    key_now = request_key(requests, options)
+    if status == "complete":
+        manifest = BundleManifest.parse((out_dir / "manifest.json").read_bytes())
+        wanted = {str(r.source) for r in requests}
+        have = {str(Reference(i.registry, i.repository, i.tag)) if i.registry else "" for i in manifest.images}
+        if manifest.chunk_size == options.chunk_size and wanted <= have | {""}:
+            return ExportResult(manifest, out_dir, 0, already_complete=True)
+        raise InvalidInput(f"output directory {out_dir} already holds a different bundle ({manifest.bundle_id})",
+                           hint="choose an empty or new directory")
+    state_path = out_dir / STATE_DIR / "state.json"
+    if status == "resume":
+        state = json.loads(state_path.read_bytes())
+        if state.get("version") != STATE_VERSION or state.get("request") != key_now:
+            raise InvalidInput(
+                f"output directory {out_dir} holds an interrupted export of something else "
+                f"({_describe_difference(state.get('request', {}), key_now)})",
+                hint="run it with the same images and options to finish it, or choose another directory")
+        entries = [_Entry.from_json(e) for e in state["members"]]
+        images = [_image_from_json(i) for i in state["images"]]
+        before, notices = state["bytes_before_dedup"], state.get("notices", [])
+        bundle_id, created = state["bundle_id"], state["created"]
+    else:
+        entries, images, before, notices = plan_members(sources, requests, progress)
+        bundle_id = "b-" + uuid.uuid4().hex
+        created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / STATE_DIR).mkdir(exist_ok=True)
+        write_atomic(state_path, json.dumps({
+            "version": STATE_VERSION, "request": key_now, "bundle_id": bundle_id, "created": created,
+            "bytes_before_dedup": before, "notices": notices,
+            "members": [e.to_json() for e in entries], "images": [_image_json(i) for i in images],
+        }).encode())
+    total = sum(e.size for e in entries)
+    if on_plan is not None:
+        on_plan(images, len(entries) - 2, total)
+    _check_space(out_dir, total, options)
+    progress(Planned(images=len(images), blobs=len(entries) - 2, total_bytes=total))
+    chunks, spans, resumed = write_stream(
+        out_dir, _members(entries, sources), chunk_size=options.chunk_size, segment=options.segment_size,
+        level=options.level, jobs=options.jobs, on_bytes=lambda n: progress(BytesMoved(n)))
+    blobs = tuple(StoredBlob(Digest.parse(e.digest), e.size, e.media_type, s)
+                  for e, s in zip(entries, spans, strict=True) if e.digest)
+    files = tuple(StoredFile(e.path, e.size, s) for e, s in zip(entries, spans, strict=True) if not e.digest)
+    manifest = BundleManifest(
+        bundle_id=bundle_id, created=created, tool=f"airgap {__version__}", key_id=key.public.key_id,
+        chunk_size=options.chunk_size, segment_size=options.segment_size, stream_size=sum(c.size for c in chunks),
+        chunks=tuple(chunks), files=files, blobs=blobs, images=tuple(images), compression_level=options.level,
+    )
+    data = manifest.to_json()
+    BundleManifest.parse(data)  # what we write, we can read
+    write_atomic(out_dir / "manifest.json.sig", sign(key, data))
+    write_atomic(out_dir / "manifest.json", data)
+    shutil.rmtree(out_dir / STATE_DIR, ignore_errors=True)
+    return ExportResult(manifest, out_dir, before, resumed_bytes=resumed, notices=notices)
+
+
+def _check_space(out_dir: Path, total: int, options: ExportOptions) -> None:
+    """The stream is at most the blobs' size plus a little framing; refuse to start without room for it."""
+    done = sum(p.stat().st_size for p in out_dir.glob("chunk-*.bin"))
+    need = int(total * 1.001) + 64 * 1024 - done
+    free = shutil.disk_usage(out_dir).free
+    if need > free:
+        from airgap.inputs import format_size
+
+        raise BundleError(f"{out_dir} has {format_size(free)} free but the bundle needs up to {format_size(need)} more",
+                          hint="free some space or choose other media; the export resumes from where it stopped")
+
+
+def expand_repository(registries: Registries, name: str, tag_regex: str | None) -> list[Reference]:
+    """Every tag of ``HOST/REPO`` (optionally only tags matching ``tag_regex``), sorted."""
+    ref = Reference.parse(name, default_tag=None)
+    if ref.tag or ref.digest:
+        raise InvalidInput(f"--repository takes HOST/REPO without a tag: {name}")
+    pattern = re.compile(tag_regex) if tag_regex else None
+    tags = registries.client(ref.host).list_tags(ref.repository)
+    chosen = sorted(t for t in tags if pattern is None or pattern.fullmatch(t))
+    if not chosen:
+        raise InvalidInput(f"{name} has no tags" + (f" matching {tag_regex!r}" if tag_regex else ""),
+                           hint="check the repository name and --tag-regex")
+    return [ref.with_tag(t) for t in chosen]
+
+
+def expand_registry(registries: Registries, host: str, tag_regex: str | None) -> list[Reference]:
+    """Every tag of every repository that ``host``'s catalog lists."""
+    client = registries.client(host)
+    refs: list[Reference] = []
+    for repo in sorted(client.catalog()):
+        pattern = re.compile(tag_regex) if tag_regex else None
+        refs.extend(Reference(host, repo, t) for t in sorted(client.list_tags(repo))
+                    if pattern is None or pattern.fullmatch(t))
+    return refs
+
+
+def make_requests(refs: list[tuple[Reference, tuple[Platform, ...]]]) -> list[ImageRequest]:
+    seen: set[str] = set()
+    out = []
+    for ref, platforms in refs:
+        if str(ref) in seen:
+            continue
+        seen.add(str(ref))
+        out.append(ImageRequest(ref, ref, platforms))
+    return out

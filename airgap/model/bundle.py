@@ -1,0 +1,342 @@
+"""The bundle manifest (``manifest.json``): what a bundle holds and where each piece lies in its stream.
+
+Pure data and validation: no files. The reader treats every manifest as untrusted input, also a
+signed one: names, sizes, counts and offsets are checked here before anything touches a file.
+See docs/bundle-format.md for the specification.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from airgap.errors import InvalidInput
+from airgap.model.digest import Digest
+from airgap.model.reference import _COMPONENT, _TAG
+
+FORMAT = "airgap-bundle"
+VERSION = 1
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+MAX_CHUNKS = 1_000_000
+MAX_BLOBS = 1_000_000
+MAX_IMAGES = 100_000
+MAX_SIZE = 1 << 50  # 1 PiB
+MAX_SEGMENT = 256 * 1024 * 1024
+CHUNK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+FILES = ("oci-layout", "index.json")
+
+
+class ManifestError(InvalidInput):
+    exit_code = 6
+    default_hint = "the bundle's manifest.json is malformed; do not use this bundle, export it again"
+
+
+def check_chunk_name(name: object) -> str:
+    """A chunk name is a plain file name: no separators, no '..', no NUL, not hidden."""
+    if not isinstance(name, str) or not CHUNK_NAME.match(name) or name in (".", ".."):
+        raise ManifestError(f"manifest.json names an unsafe chunk file {name!r}",
+                            hint="chunk names must be plain file names; the bundle is corrupt or hostile, "
+                                 "do not use it")
+    return name
+
+
+def frame_count(size: int, segment: int) -> int:
+    return max(1, -(-size // segment))
+
+
+@dataclass(frozen=True)
+class Chunk:
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where a tar member lies in the (compressed) stream: its first frame's offset and each frame's length."""
+
+    offset: int
+    frames: tuple[int, ...]
+
+    @property
+    def length(self) -> int:
+        return sum(self.frames)
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    digest: Digest
+    size: int
+    media_type: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: str
+    size: int
+    span: Span
+
+
+@dataclass(frozen=True)
+class BundleImage:
+    registry: str  # the source registry host, "" for images from an OCI layout
+    repository: str
+    tag: str | None
+    digest: Digest
+    media_type: str
+    platforms: tuple[str, ...] = ()
+    source_digest: Digest | None = None  # the original index digest when a platform subset was taken
+    manifests: tuple[Digest, ...] = ()  # push order: children first, the image's own manifest last
+    blobs: tuple[Digest, ...] = ()  # configs and layers
+
+    @property
+    def reference(self) -> str:
+        name = f"{self.registry}/{self.repository}" if self.registry else self.repository
+        return name + (f":{self.tag}" if self.tag else f"@{self.digest}")
+
+    def digests(self) -> tuple[Digest, ...]:
+        return self.blobs + self.manifests
+
+
+@dataclass(frozen=True)
+class BundleManifest:
+    bundle_id: str
+    created: str
+    tool: str
+    key_id: str
+    chunk_size: int
+    segment_size: int
+    stream_size: int
+    chunks: tuple[Chunk, ...]
+    files: tuple[StoredFile, ...]
+    blobs: tuple[StoredBlob, ...]
+    images: tuple[BundleImage, ...]
+    compression_level: int = 3
+    extensions: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    # -- queries ------------------------------------------------------------------------------
+    def blob(self, digest: Digest) -> StoredBlob | None:
+        return self._blob_index().get(digest)
+
+    def _blob_index(self) -> dict[Digest, StoredBlob]:
+        cache: dict[Digest, StoredBlob] | None = self.__dict__.get("_blob_cache")
+        if cache is None:
+            cache = {b.digest: b for b in self.blobs}
+            object.__setattr__(self, "_blob_cache", cache)
+        return cache
+
+    def chunks_for(self, span: Span) -> range:
+        """Indexes of the chunks a span touches."""
+        if span.length == 0:
+            return range(0)
+        first = span.offset // self.chunk_size
+        last = (span.end - 1) // self.chunk_size
+        return range(first, last + 1)
+
+    def chunks_of_image(self, image: BundleImage) -> set[int]:
+        out: set[int] = set()
+        for d in image.digests():
+            b = self.blob(d)
+            if b is not None:
+                out.update(self.chunks_for(b.span))
+        return out
+
+    def images_affected(self, chunk_indexes: set[int]) -> list[BundleImage]:
+        return [img for img in self.images if self.chunks_of_image(img) & chunk_indexes]
+
+    @property
+    def unpacked_size(self) -> int:
+        return sum(b.size for b in self.blobs)
+
+    # -- serialisation ------------------------------------------------------------------------
+    def to_json(self) -> bytes:
+        def span(s: Span) -> dict[str, Any]:
+            return {"offset": s.offset, "frames": list(s.frames)}
+
+        obj: dict[str, Any] = {
+            "format": FORMAT,
+            "version": VERSION,
+            "bundle_id": self.bundle_id,
+            "created": self.created,
+            "tool": self.tool,
+            "key_id": self.key_id,
+            "stream": {"container": "tar", "layout": "oci-image-layout", "compression": "zstd",
+                       "compression_level": self.compression_level, "segment_size": self.segment_size,
+                       "size": self.stream_size},
+            "chunk_size": self.chunk_size,
+            "chunks": [{"name": c.name, "size": c.size, "sha256": c.sha256} for c in self.chunks],
+            "images": [{
+                "registry": i.registry, "repository": i.repository, "tag": i.tag, "digest": str(i.digest),
+                "media_type": i.media_type, "platforms": list(i.platforms),
+                **({"source_digest": str(i.source_digest)} if i.source_digest else {}),
+                "manifests": [str(d) for d in i.manifests], "blobs": [str(d) for d in i.blobs],
+            } for i in self.images],
+            "blobs": [{"digest": str(b.digest), "size": b.size, "media_type": b.media_type, **span(b.span)}
+                      for b in self.blobs],
+            "files": [{"path": f.path, "size": f.size, **span(f.span)} for f in self.files],
+        }
+        obj.update(self.extensions)
+        return (json.dumps(obj, indent=1, ensure_ascii=True) + "\n").encode()
+
+    @classmethod
+    def parse(cls, data: bytes) -> BundleManifest:
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"manifest.json is larger than {MAX_MANIFEST_BYTES} bytes")
+        try:
+            obj = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise ManifestError(f"manifest.json is not valid JSON ({str(exc)[:80]})") from None
+        return _Parser(obj).manifest()
+
+
+class _Parser:
+    def __init__(self, obj: Any) -> None:
+        if not isinstance(obj, dict):
+            raise ManifestError("manifest.json is not a JSON object")
+        self.obj = obj
+
+    @staticmethod
+    def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+        value = obj.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ManifestError(f"manifest.json: {where}.{key} is missing or not a {getattr(kind, '__name__', kind)}")
+        return value
+
+    def _int(self, obj: dict[str, Any], key: str, where: str, lo: int = 0, hi: int = MAX_SIZE) -> int:
+        value = self._get(obj, key, int, where)
+        if not lo <= value <= hi:
+            raise ManifestError(f"manifest.json: {where}.{key} = {value} is out of range")
+        return int(value)
+
+    def _list(self, obj: dict[str, Any], key: str, where: str, limit: int) -> list[Any]:
+        value = self._get(obj, key, list, where)
+        if len(value) > limit:
+            raise ManifestError(f"manifest.json: {where}.{key} has more than {limit} entries")
+        return value
+
+    def _digest(self, value: Any, where: str) -> Digest:
+        if not isinstance(value, str):
+            raise ManifestError(f"manifest.json: {where} is not a digest")
+        try:
+            d = Digest.parse(value)
+        except InvalidInput:
+            raise ManifestError(f"manifest.json: {where} is not a valid digest") from None
+        if d.algorithm != "sha256":
+            raise ManifestError(f"manifest.json: {where} is not a sha256 digest")
+        return d
+
+    def _span(self, obj: dict[str, Any], where: str, size: int, segment: int) -> Span:
+        frames = self._list(obj, "frames", where, frame_count(size, segment))
+        if len(frames) != frame_count(size, segment) or not all(
+                isinstance(f, int) and not isinstance(f, bool) and 0 < f <= 2 * segment + 65536 for f in frames):
+            raise ManifestError(f"manifest.json: {where}.frames do not fit its size")
+        return Span(self._int(obj, "offset", where), tuple(frames))
+
+    def manifest(self) -> BundleManifest:
+        o = self.obj
+        if o.get("format") != FORMAT:
+            raise ManifestError("manifest.json is not an airgap bundle manifest (format field)")
+        version = o.get("version")
+        if version != VERSION:
+            raise ManifestError(f"manifest.json has format version {version!r}; this airgap reads version {VERSION}",
+                                hint="use the airgap release that wrote the bundle, or a newer one")
+        stream = self._get(o, "stream", dict, "manifest")
+        if (stream.get("container"), stream.get("layout"), stream.get("compression")) != (
+                "tar", "oci-image-layout", "zstd"):
+            raise ManifestError("manifest.json: unsupported stream encoding")
+        segment = self._int(stream, "segment_size", "stream", 4096, MAX_SEGMENT)
+        stream_size = self._int(stream, "size", "stream")
+        chunk_size = self._int(o, "chunk_size", "manifest", 1, MAX_SIZE)
+        chunks: list[Chunk] = []
+        names: set[str] = set()
+        for n, c in enumerate(self._list(o, "chunks", "manifest", MAX_CHUNKS)):
+            where = f"chunks[{n}]"
+            if not isinstance(c, dict):
+                raise ManifestError(f"manifest.json: {where} is not an object")
+            name = check_chunk_name(c.get("name"))
+            if name in names or name in ("manifest.json", "manifest.json.sig"):
+                raise ManifestError(f"manifest.json: chunk name {name!r} is used twice or reserved")
+            names.add(name)
+            sha = self._get(c, "sha256", str, where)
+            if not re.fullmatch(r"[0-9a-f]{64}", sha):
+                raise ManifestError(f"manifest.json: {where}.sha256 is not 64 hex digits")
+            chunks.append(Chunk(name, self._int(c, "size", where, 1, chunk_size), sha))
+        if any(c.size != chunk_size for c in chunks[:-1]) or sum(c.size for c in chunks) != stream_size:
+            raise ManifestError("manifest.json: chunk sizes do not add up to the stream")
+        blobs: list[StoredBlob] = []
+        for n, b in enumerate(self._list(o, "blobs", "manifest", MAX_BLOBS)):
+            where = f"blobs[{n}]"
+            if not isinstance(b, dict):
+                raise ManifestError(f"manifest.json: {where} is not an object")
+            size = self._int(b, "size", where)
+            mt = self._get(b, "media_type", str, where)
+            if len(mt) > 255:
+                raise ManifestError(f"manifest.json: {where}.media_type is too long")
+            blobs.append(StoredBlob(self._digest(b.get("digest"), f"{where}.digest"), size, mt,
+                                    self._span(b, where, size, segment)))
+        if len({b.digest for b in blobs}) != len(blobs):
+            raise ManifestError("manifest.json lists a blob twice")
+        files: list[StoredFile] = []
+        for n, f in enumerate(self._list(o, "files", "manifest", len(FILES))):
+            where = f"files[{n}]"
+            if not isinstance(f, dict) or f.get("path") not in FILES:
+                raise ManifestError(f"manifest.json: {where} is not one of {', '.join(FILES)}")
+            size = self._int(f, "size", where, 0, 1 << 30)
+            files.append(StoredFile(f["path"], size, self._span(f, where, size, segment)))
+        spans = sorted([b.span for b in blobs] + [f.span for f in files], key=lambda s: s.offset)
+        pos = 0
+        for s in spans:
+            if s.offset != pos:
+                raise ManifestError("manifest.json: the blobs' places in the stream overlap or leave gaps")
+            pos = s.end
+        if pos != stream_size:
+            raise ManifestError("manifest.json: the blobs do not fill the stream")
+        images = [self._image(i, n) for n, i in enumerate(self._list(o, "images", "manifest", MAX_IMAGES))]
+        known = {f: f for f in ("base", "relies_on", "parity", "referrers")}
+        extensions = {k: o[k] for k in known if k in o}
+        return BundleManifest(
+            bundle_id=self._get(o, "bundle_id", str, "manifest")[:128],
+            created=self._get(o, "created", str, "manifest")[:64],
+            tool=self._get(o, "tool", str, "manifest")[:128],
+            key_id=self._get(o, "key_id", str, "manifest")[:128],
+            chunk_size=chunk_size, segment_size=segment, stream_size=stream_size,
+            compression_level=int(stream.get("compression_level", 3)) if isinstance(
+                stream.get("compression_level", 3), int) else 3,
+            chunks=tuple(chunks), files=tuple(files), blobs=tuple(blobs), images=tuple(images),
+            extensions=extensions,
+        )
+
+    def _image(self, i: Any, n: int) -> BundleImage:
+        where = f"images[{n}]"
+        if not isinstance(i, dict):
+            raise ManifestError(f"manifest.json: {where} is not an object")
+        registry = self._get(i, "registry", str, where)
+        repository = self._get(i, "repository", str, where)
+        if len(registry) > 255 or (registry and not re.fullmatch(r"[A-Za-z0-9.\-:\[\]]+", registry)):
+            raise ManifestError(f"manifest.json: {where}.registry is not a host name")
+        if len(repository) > 255 or not all(_COMPONENT.match(c) for c in repository.split("/")):
+            raise ManifestError(f"manifest.json: {where}.repository is not a valid repository name")
+        tag = i.get("tag")
+        if tag is not None and (not isinstance(tag, str) or not _TAG.match(tag)):
+            raise ManifestError(f"manifest.json: {where}.tag is not a valid tag")
+        platforms = self._list(i, "platforms", where, 256)
+        if not all(isinstance(p, str) and len(p) < 100 for p in platforms):
+            raise ManifestError(f"manifest.json: {where}.platforms is malformed")
+        src = i.get("source_digest")
+        return BundleImage(
+            registry=registry, repository=repository, tag=tag,
+            digest=self._digest(i.get("digest"), f"{where}.digest"),
+            media_type=self._get(i, "media_type", str, where)[:255],
+            platforms=tuple(platforms),
+            source_digest=self._digest(src, f"{where}.source_digest") if src is not None else None,
+            manifests=tuple(self._digest(d, f"{where}.manifests") for d in
+                            self._list(i, "manifests", where, MAX_BLOBS)),
+            blobs=tuple(self._digest(d, f"{where}.blobs") for d in self._list(i, "blobs", where, MAX_BLOBS)),
+        )
