@@ -10,7 +10,10 @@ import click
 
 from airgap import __version__
 from airgap.cli.copy import copy_cmd
+from airgap.cli.export import export_cmd
+from airgap.cli.keys import keygen_cmd
 from airgap.cli.login import login_cmd
+from airgap.cli.verify import inspect_cmd, verify_cmd
 from airgap.errors import AirgapError
 
 EXIT_INTERRUPTED = 130
@@ -30,8 +33,8 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
         logging.getLogger("airgap").setLevel(logging.DEBUG)
 
 
-cli.add_command(copy_cmd)
-cli.add_command(login_cmd)
+for command in (login_cmd, copy_cmd, keygen_cmd, export_cmd, verify_cmd, inspect_cmd):
+    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> int:

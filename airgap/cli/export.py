@@ -1,0 +1,127 @@
+"""airgap export"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from airgap.cli.options import keychain_with, make_registries, parse_platforms, registry_options
+from airgap.cli.progress import ProgressBar
+from airgap.errors import InvalidInput
+from airgap.export import ExportOptions, expand_registry, expand_repository, export, make_requests, plan_members
+from airgap.inputs import DEFAULT_CHUNK_SIZE, MEDIA_PRESETS, format_size, parse_chunk_size, parse_images_file
+from airgap.model.platform import Platform
+from airgap.model.reference import Reference
+from airgap.registry import Registries
+from airgap.signing import load_private_key, read_passphrase
+from airgap.sources import OCI_PREFIX, Sources
+from airgap.transfer.events import ignore
+from airgap.transfer.plan import ImageRequest
+
+
+def collect_requests(registries: Registries, refs: tuple[str, ...], images_file: Path | None,
+                     repositories: tuple[str, ...], registries_all: tuple[str, ...], tag_regex: str | None,
+                     platforms: tuple[Platform, ...]) -> list[ImageRequest]:
+    specs: list[tuple[str, tuple[Platform, ...]]] = [(r, platforms) for r in refs]
+    if images_file is not None:
+        for spec in parse_images_file(images_file):
+            specs.append((spec.ref, tuple(Platform.parse(p) for p in spec.platforms) or platforms))
+    sources = Sources(registries)
+    resolved: list[tuple[Reference, tuple[Platform, ...]]] = []
+    for text, plats in specs:
+        if text.startswith(OCI_PREFIX):
+            resolved.extend((r, plats) for r in sources.layout_refs(text))
+        else:
+            resolved.append((Reference.parse(text), plats))
+    for repo in repositories:
+        resolved.extend((r, platforms) for r in expand_repository(registries, repo, tag_regex))
+    for host in registries_all:
+        found = expand_registry(registries, host, tag_regex)
+        if not found:
+            raise InvalidInput(f"the catalog of {host} lists no tagged images",
+                               hint="check the host, and that the credentials may list the catalog")
+        resolved.extend((r, platforms) for r in found)
+    if not resolved:
+        raise InvalidInput("no images to export",
+                           hint="name images as arguments, with --images-file, --repository or --all-repositories")
+    return make_requests(resolved)
+
+
+def _media_count(size: int, chunk_size: int) -> str:
+    n = max(1, -(-size // chunk_size))
+    presets = {v: k for k, v in MEDIA_PRESETS.items()}
+    media = f" ({n} {presets[chunk_size]} media)" if chunk_size in presets else ""
+    return f"{n} chunk{'s' if n != 1 else ''}{media}"
+
+
+@click.command("export")
+@click.argument("refs", nargs=-1)
+@click.option("--images-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Images to export: one reference per line (# comments), or YAML `images:`.")
+@click.option("--repository", "repositories", multiple=True, metavar="HOST/REPO",
+              help="Every tag of this repository (see --tag-regex). Repeatable.")
+@click.option("--all-repositories", "registries_all", multiple=True, metavar="HOST",
+              help="Every tag of every repository in this registry's catalog (disaster-recovery backup).")
+@click.option("--tag-regex", metavar="REGEX", help="With --repository/--all-repositories: only tags matching it.")
+@click.option("--output", "-o", "output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Bundle directory (created; an interrupted export in it is resumed).")
+@click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Private key to sign the bundle with (from `airgap keygen`). Required unless --dry-run.")
+@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Passphrase of an encrypted key (or set AIRGAP_KEY_PASSPHRASE).")
+@click.option("--chunk-size", default=str(DEFAULT_CHUNK_SIZE), show_default="1 GiB",
+              help="Bytes per chunk file: 500M, 4G, 1GiB, or a preset: " + ", ".join(MEDIA_PRESETS) + ".")
+@click.option("--platform", "platforms", multiple=True, metavar="OS/ARCH[/VARIANT]",
+              help="Only these platforms of multi-platform images (their index digest changes).")
+@click.option("--compression-level", type=click.IntRange(1, 19), default=3, show_default=True,
+              help="zstd level for content that is not already compressed.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (images, blobs, sizes, chunks) and write nothing.")
+@registry_options
+@click.pass_obj
+def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | None, repositories: tuple[str, ...],
+               registries_all: tuple[str, ...], tag_regex: str | None, output: Path, key_path: Path | None,
+               passphrase_file: Path | None, chunk_size: str, platforms: tuple[str, ...], compression_level: int,
+               dry_run: bool, insecure: tuple[str, ...], ca_certs: tuple[str, ...], jobs: int, retries: int) -> None:
+    """Pull images into a signed bundle of fixed-size chunk files in --output.
+
+    The chunks, concatenated, are one zstd-compressed tar in OCI image-layout form; each blob is stored
+    once. Run the same command again after an interruption: complete chunks are kept.
+    """
+    size = parse_chunk_size(chunk_size)
+    key = None
+    if not dry_run:
+        if key_path is None:
+            raise InvalidInput("export needs --key KEYFILE to sign the bundle", hint="create one with `airgap keygen`")
+        key = load_private_key(key_path, passphrase=read_passphrase(passphrase_file, os.environ))
+    options = ExportOptions(chunk_size=size, level=compression_level, jobs=min(jobs, 8))
+    with make_registries(insecure, ca_certs, jobs, retries, keychain_with([])) as registries:
+        requests = collect_requests(registries, refs, images_file, repositories, registries_all, tag_regex,
+                                    parse_platforms(platforms))
+        if dry_run:
+            entries, images, before, _ = plan_members(Sources(registries), requests, ignore)
+            total = sum(e.size for e in entries)
+            for img in images:
+                click.echo(f"{img.reference}  {img.digest}  {', '.join(img.platforms) or '-'}")
+            click.echo(f"{len(images)} images, {len(entries) - 2} unique blobs, {format_size(before)} before dedup, "
+                       f"{format_size(total)} after; at most {_media_count(total, size)} of {format_size(size)}")
+            return
+        assert key is not None
+        with ProgressBar(quiet=obj["quiet"], desc="export") as bar:
+            result = export(registries, requests, output, key, options, progress=bar)
+    m = result.manifest
+    if result.already_complete:
+        click.echo(f"{output} already holds this complete bundle ({m.bundle_id}); nothing to do")
+        return
+    if obj["quiet"]:
+        return
+    for img in m.images:
+        click.echo(f"exported {img.reference}@{img.digest}")
+    unpacked = m.unpacked_size
+    ratio = m.stream_size / unpacked if unpacked else 1.0
+    resumed = f", {format_size(result.resumed_bytes)} kept from the interrupted run" if result.resumed_bytes else ""
+    click.echo(f"bundle {m.bundle_id} in {output}: {len(m.images)} images, {len(m.blobs)} unique blobs, "
+               f"{format_size(result.bytes_before_dedup)} before dedup, {format_size(unpacked)} after, "
+               f"{format_size(m.stream_size)} compressed ({ratio:.0%}), {_media_count(m.stream_size, size)}{resumed}; "
+               f"signed by {m.key_id}")

@@ -1,0 +1,100 @@
+"""airgap verify DIR and airgap inspect DIR"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from airgap.bundle.files import BundleError
+from airgap.bundle.reader import read_signed_manifest
+from airgap.inputs import format_size
+from airgap.model.bundle import BundleManifest
+from airgap.signing import load_public_key
+from airgap.verify import verify_bundle
+
+DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+class BundleDamaged(BundleError):
+    exit_code = 7
+    default_hint = "replace the damaged or missing chunks from the source bundle (see above), then verify again"
+
+
+@click.command("verify")
+@click.argument("directory", type=DIR)
+@click.option("--pubkey", "pubkeys", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="Trusted public key (KEY.pub). Repeatable: any one of them may have signed.")
+@click.option("--media", multiple=True, type=DIR, help="Another directory holding chunks (one per medium).")
+@click.pass_obj
+def verify_cmd(obj: dict[str, bool], directory: Path, pubkeys: tuple[Path, ...], media: tuple[Path, ...]) -> None:
+    """Check the signature, then every chunk's size and sha256. Needs no network."""
+    result = verify_bundle(directory, [load_public_key(p) for p in pubkeys], list(media))
+    m = result.manifest
+    report = result.report
+    for p in report.problems:
+        renamed = report.renamed.get(p.chunk.name)
+        what = f"missing (found its content as {renamed}: renamed?)" if renamed else p.kind
+        detail = f" ({p.detail})" if p.detail else ""
+        click.echo(f"{p.chunk.name}: {what}{detail}; affects {', '.join(result.affected(p.chunk.name)) or 'no image'}",
+                   err=True)
+    for extra in report.extra:
+        if extra not in report.renamed.values():
+            click.echo(f"note: {extra} is not part of the bundle", err=True)
+    if not result.ok:
+        raise BundleDamaged(
+            f"bundle {m.bundle_id}: {len(report.problems)} of {len(m.chunks)} chunks missing or damaged")
+    if not obj["quiet"]:
+        click.echo(f"bundle {m.bundle_id} OK: signed by {result.signer.key_id}, {len(m.chunks)} chunks "
+                   f"({format_size(m.stream_size)}), {len(m.images)} images")
+
+
+def inspect_json(m: BundleManifest, signer: str | None) -> dict[str, Any]:
+    unpacked = m.unpacked_size
+    return {
+        "bundle_id": m.bundle_id, "created": m.created, "tool": m.tool, "key_id": m.key_id,
+        "signature_checked_with": signer,
+        "chunk_size": m.chunk_size, "stream_size": m.stream_size, "unpacked_size": unpacked,
+        "compression_ratio": round(m.stream_size / unpacked, 4) if unpacked else 1.0,
+        "images": [{"reference": i.reference, "registry": i.registry, "repository": i.repository, "tag": i.tag,
+                    "digest": str(i.digest), "media_type": i.media_type, "platforms": list(i.platforms),
+                    "source_digest": str(i.source_digest) if i.source_digest else None,
+                    "size": sum(b.size for d in i.digests() if (b := m.blob(d)) is not None),
+                    "chunks": sorted(m.chunks[c].name for c in m.chunks_of_image(i))} for i in m.images],
+        "blobs": len(m.blobs),
+        "chunks": [{"name": c.name, "size": c.size, "sha256": c.sha256} for c in m.chunks],
+    }
+
+
+@click.command("inspect")
+@click.argument("directory", type=DIR)
+@click.option("--json", "as_json", is_flag=True, help="Print a stable JSON document (see docs/bundle-format.md).")
+@click.option("--pubkey", "pubkeys", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Check the signature with this key first (repeatable).")
+def inspect_cmd(directory: Path, as_json: bool, pubkeys: tuple[Path, ...]) -> None:
+    """Show a bundle: images, platforms, sizes, dedup and compression, chunks, signer."""
+    signer = None
+    if pubkeys:
+        m, key = read_signed_manifest(directory, [load_public_key(p) for p in pubkeys])
+        signer = key.key_id
+    else:
+        path = directory / "manifest.json"
+        if not path.is_file():
+            raise BundleError(f"{directory} holds no manifest.json", hint="point at a bundle directory")
+        m = BundleManifest.parse(path.read_bytes())
+    doc = inspect_json(m, signer)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(f"bundle {m.bundle_id}, created {m.created} by {m.tool}")
+    click.echo(f"signed by {m.key_id}" + (" (signature checked)" if signer else " (signature not checked: "
+                                                                          "pass --pubkey, or run verify)"))
+    before = sum(img["size"] for img in doc["images"])
+    click.echo(f"{len(m.images)} images, {len(m.blobs)} unique blobs: {format_size(before)} in images, "
+               f"{format_size(m.unpacked_size)} after dedup, {format_size(m.stream_size)} compressed "
+               f"({doc['compression_ratio']:.0%}); {len(m.chunks)} chunks of {format_size(m.chunk_size)}")
+    for img in doc["images"]:
+        plats = f" [{', '.join(img['platforms'])}]" if img["platforms"] else ""
+        click.echo(f"  {img['reference']}  {img['digest']}{plats}  {format_size(img['size'])}")

@@ -1,0 +1,32 @@
+"""``verify``: the signature first, then every chunk's size and sha256, with the images each problem affects."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from airgap.bundle.reader import BundleReader, ChunkReport, read_signed_manifest
+from airgap.model.bundle import BundleManifest
+from airgap.signing import PublicKey
+
+
+@dataclass
+class VerifyResult:
+    manifest: BundleManifest
+    signer: PublicKey
+    report: ChunkReport
+
+    @property
+    def ok(self) -> bool:
+        return self.report.ok
+
+    def affected(self, chunk_name: str) -> list[str]:
+        idx = next(i for i, c in enumerate(self.manifest.chunks) if c.name == chunk_name)
+        return [img.reference for img in self.manifest.images_affected({idx})]
+
+
+def verify_bundle(directory: Path, trusted: Sequence[PublicKey], media: Sequence[Path] = ()) -> VerifyResult:
+    manifest, signer = read_signed_manifest(directory, trusted)
+    reader = BundleReader(manifest, [directory, *media])
+    return VerifyResult(manifest, signer, reader.check_all())

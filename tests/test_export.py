@@ -1,0 +1,340 @@
+"""`airgap keygen / export / verify / inspect` against the real registry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import AIRGAP, RegistryFactory, RunAirgap
+from harness import RegistryServer, skopeo_copy, skopeo_digest
+
+from airgap.bundle.reader import BundleReader, read_signed_manifest
+from airgap.layout import LayoutSource
+from airgap.model.bundle import BundleManifest
+from airgap.signing import load_public_key
+from scripts.demo_images import DEMO_IMAGE_NAMES
+
+MiB = 1024 * 1024
+OCI_TYPES = ("application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json")
+
+
+@pytest.fixture
+def key(tmp_path: Path, run_airgap: RunAirgap) -> Path:
+    path = tmp_path / "keys" / "signing.key"
+    path.parent.mkdir()
+    r = run_airgap("keygen", str(path))
+    assert r.returncode == 0, r.output
+    return path
+
+
+def export_demo(run_airgap: RunAirgap, reg: Any, key: Path, out: Path, *extra: str) -> Any:
+    refs = [f"{reg.host}/{n}" for n in DEMO_IMAGE_NAMES]
+    return run_airgap("export", *refs, "--output", str(out), "--key", str(key), "--chunk-size", "1MiB", *extra)
+
+
+def chunk_files(d: Path) -> list[Path]:
+    return sorted(d.glob("chunk-*.bin"))
+
+
+def test_export_verify_extract_and_skopeo(demo_registry: RegistryServer, registry2: RegistryServer, key: Path,
+                                          tmp_path: Path, run_airgap: RunAirgap,
+                                          demo_layout: tuple[Path, list[Any]]) -> None:
+    out = tmp_path / "bundle"
+    r = export_demo(run_airgap, demo_registry, key, out)
+    assert r.returncode == 0, r.output
+    assert "8 images" in r.stdout and "signed by ed25519:" in r.stdout
+    chunks = chunk_files(out)
+    assert len(chunks) >= 3
+    assert all(c.stat().st_size == MiB for c in chunks[:-1]) and 0 < chunks[-1].stat().st_size <= MiB
+    assert sorted(p.name for p in out.iterdir()) == sorted([c.name for c in chunks] +
+                                                           ["manifest.json", "manifest.json.sig"])
+    v = run_airgap("verify", str(out), "--pubkey", f"{key}.pub")
+    assert v.returncode == 0, v.output
+    assert "OK" in v.stdout
+
+    # cat + zstd -d + tar -x gives a plain OCI layout
+    layout = tmp_path / "extracted"
+    layout.mkdir()
+    subprocess.run(f"cat {' '.join(map(str, chunks))} | zstd -d -q | tar -x -C {layout}", shell=True, check=True)
+    index = json.loads((layout / "index.json").read_text())
+    names = {m["annotations"]["org.opencontainers.image.ref.name"]: m for m in index["manifests"]}
+    digests = {i.name: i.digest for i in demo_layout[1]}
+    for name in DEMO_IMAGE_NAMES:
+        entry = names[f"{demo_registry.host}/{name}"]
+        assert entry["digest"] == digests[name]
+        # every blob is a file whose sha256 is its name
+    for blob in (layout / "blobs" / "sha256").iterdir():
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+    # skopeo copies it into a registry with the original digests (skopeo 1.9's oci: transport only finds
+    # OCI-typed entries by name; the Docker-typed images are read back with airgap's own layout reader)
+    for name in DEMO_IMAGE_NAMES:
+        entry = names[f"{demo_registry.host}/{name}"]
+        if entry["mediaType"] in OCI_TYPES:
+            skopeo_copy(f"oci:{layout}:{demo_registry.host}/{name}", f"docker://{registry2.host}/{name}")
+            assert skopeo_digest(f"{registry2.host}/{name}") == digests[name]
+        else:
+            source = LayoutSource(layout)
+            m = source.get_manifest(source.reference(f"{demo_registry.host}/{name}"), entry["digest"])
+            assert str(m.digest) == digests[name]
+
+
+def test_export_is_reproducible(demo_registry: RegistryServer, key: Path, tmp_path: Path,
+                                run_airgap: RunAirgap) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert export_demo(run_airgap, demo_registry, key, a).returncode == 0
+    assert export_demo(run_airgap, demo_registry, key, b).returncode == 0
+    assert [p.read_bytes() for p in chunk_files(a)] == [p.read_bytes() for p in chunk_files(b)]
+    ma = BundleManifest.parse((a / "manifest.json").read_bytes())
+    mb = BundleManifest.parse((b / "manifest.json").read_bytes())
+    assert ma.chunks == mb.chunks and ma.blobs == mb.blobs and ma.images == mb.images
+    assert ma.bundle_id != mb.bundle_id
+
+
+def test_rerun_of_complete_export_does_nothing(demo_registry: RegistryServer, key: Path, tmp_path: Path,
+                                               run_airgap: RunAirgap) -> None:
+    out = tmp_path / "bundle"
+    assert export_demo(run_airgap, demo_registry, key, out).returncode == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = export_demo(run_airgap, demo_registry, key, out)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def _wait_for_chunks(out: Path, n: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(chunk_files(out)) >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"export ended before writing {n} chunks: {proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.02)
+    raise AssertionError("export wrote no chunks in time")
+
+
+def test_killed_export_resumes_to_identical_bundle(registry_factory: RegistryFactory, key: Path, tmp_path: Path,
+                                                   run_airgap: RunAirgap, airgap_env: dict[str, str],
+                                                   fault_proxy_factory: Any) -> None:
+    from scripts.demo_images import build_demo_layout
+    from scripts.push_layout import push_layout
+
+    layout = tmp_path / "layout"
+    build_demo_layout(layout, large_layer_size=12 * MiB)
+    reg = registry_factory()
+    push_layout(layout, reg.host)
+    proxy = fault_proxy_factory(reg.host)
+    # the bundle names images by the host they came from: export through the proxy both times
+    reference = tmp_path / "reference"
+    assert export_demo(run_airgap, proxy, key, reference).returncode == 0
+
+    proxy.rate_limit(6 * MiB)  # slow enough to kill it part-way
+    out = tmp_path / "bundle"
+    args = [*[f"{proxy.host}/{n}" for n in DEMO_IMAGE_NAMES], "--output", str(out), "--key", str(key),
+            "--chunk-size", "1MiB"]
+    for kill_after in (2, 6):
+        proc = subprocess.Popen(AIRGAP + ["export", *args], env=airgap_env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        try:
+            _wait_for_chunks(out, kill_after, proc)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        assert not (out / "manifest.json").exists()
+        assert all(p.stat().st_size == MiB for p in chunk_files(out))  # only complete chunks under final names
+    proxy.rate_limit(None)
+    r = run_airgap("export", *args)
+    assert r.returncode == 0, r.output
+    assert "kept from the interrupted run" in r.stdout
+    assert [p.read_bytes() for p in chunk_files(out)] == [p.read_bytes() for p in chunk_files(reference)]
+    assert not (out / ".airgap-export").exists()
+    assert run_airgap("verify", str(out), "--pubkey", f"{key}.pub").returncode == 0
+
+
+def test_verify_reports_each_damage(demo_registry: RegistryServer, key: Path, tmp_path: Path,
+                                    run_airgap: RunAirgap) -> None:
+    good = tmp_path / "good"
+    assert export_demo(run_airgap, demo_registry, key, good).returncode == 0
+    pub = f"{key}.pub"
+
+    def damaged(name: str, damage: Any) -> Any:
+        d = tmp_path / name
+        shutil.copytree(good, d)
+        damage(d)
+        return run_airgap("verify", str(d), "--pubkey", pub)
+
+    def flip(d: Path) -> None:
+        p = chunk_files(d)[1]
+        data = bytearray(p.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        p.write_bytes(bytes(data))
+
+    r = damaged("flip", flip)
+    assert r.returncode == 7 and "chunk-000001.bin: corrupt" in r.stderr and "affects" in r.stderr
+    assert f"{demo_registry.host}/demo/large:1.0" in r.stderr
+
+    r = damaged("trunc", lambda d: os.truncate(chunk_files(d)[0], 1000))
+    assert r.returncode == 7 and "chunk-000000.bin: truncated (1000 of" in r.stderr
+
+    r = damaged("missing", lambda d: chunk_files(d)[-1].unlink())
+    assert r.returncode == 7 and ": missing" in r.stderr
+
+    r = damaged("renamed", lambda d: chunk_files(d)[0].rename(d / "renamed.bin"))
+    assert r.returncode == 7 and "chunk-000000.bin: missing (found its content as" in r.stderr
+    assert "renamed.bin" in r.stderr
+
+    r = damaged("extra", lambda d: (d / "stray.bin").write_bytes(b"x"))
+    assert r.returncode == 0 and "stray.bin is not part of the bundle" in r.stderr
+
+    r = damaged("nosig", lambda d: (d / "manifest.json.sig").unlink())
+    assert r.returncode != 0 and "unsigned" in r.stderr
+
+    def edit_manifest(d: Path) -> None:
+        p = d / "manifest.json"
+        p.write_bytes(p.read_bytes().replace(b'"chunk_size": 1048576', b'"chunk_size": 1048577'))
+
+    r = damaged("edited", edit_manifest)
+    assert r.returncode == 6 and "does not match its signature" in r.stderr
+
+    other = tmp_path / "other.key"
+    assert run_airgap("keygen", str(other)).returncode == 0
+    r = run_airgap("verify", str(good), "--pubkey", f"{other}.pub")
+    assert r.returncode == 6 and "ed25519:" in r.stderr
+    # any one of several trusted keys will do
+    assert run_airgap("verify", str(good), "--pubkey", f"{other}.pub", "--pubkey", pub).returncode == 0
+    for r in (run_airgap("verify", str(good), "--pubkey", pub),):
+        assert "Traceback" not in r.output
+
+
+def test_inspect(demo_registry: RegistryServer, key: Path, tmp_path: Path, run_airgap: RunAirgap,
+                 demo_layout: tuple[Path, list[Any]]) -> None:
+    out = tmp_path / "bundle"
+    assert export_demo(run_airgap, demo_registry, key, out).returncode == 0
+    r = run_airgap("inspect", str(out), "--json", "--pubkey", f"{key}.pub")
+    assert r.returncode == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["signature_checked_with"] == doc["key_id"]
+    assert len(doc["images"]) == 8 and doc["blobs"] > 8
+    multi = next(i for i in doc["images"] if i["repository"] == "demo/multi")
+    assert multi["platforms"] == ["linux/amd64", "linux/arm64"]
+    text = run_airgap("inspect", str(out))
+    assert "signature not checked" in text.stdout and "demo/dockerlist:1.0" in text.stdout
+
+
+def test_platform_subset_export(demo_registry: RegistryServer, key: Path, tmp_path: Path,
+                                run_airgap: RunAirgap) -> None:
+    out = tmp_path / "bundle"
+    r = run_airgap("export", f"{demo_registry.host}/demo/multi:1.0", "--platform", "linux/arm64", "--output",
+                   str(out), "--key", str(key), "--chunk-size", "1MiB")
+    assert r.returncode == 0, r.output
+    assert "the index digest changes" in r.stderr
+    m, _ = read_signed_manifest(out, [load_public_key(Path(f"{key}.pub"))])
+    assert m.images[0].platforms == ("linux/arm64",) and m.images[0].source_digest is not None
+    reader = BundleReader(m, [out])
+    for b in m.blobs:
+        with reader.open_blob(b.digest) as chunks:
+            assert sum(len(c) for c in chunks) == b.size
+
+
+def test_export_from_oci_layout_and_images_file(demo_layout: tuple[Path, list[Any]], key: Path, tmp_path: Path,
+                                                run_airgap: RunAirgap) -> None:
+    images = tmp_path / "images.yaml"
+    images.write_text(f"images:\n  - oci:{demo_layout[0]}:demo/base-a:1.0\n"
+                      f"  - ref: oci:{demo_layout[0]}:demo/multi:1.0\n    platforms: [linux/amd64]\n")
+    out = tmp_path / "bundle"
+    r = run_airgap("export", "--images-file", str(images), "--output", str(out), "--key", str(key))
+    assert r.returncode == 0, r.output
+    m = BundleManifest.parse((out / "manifest.json").read_bytes())
+    assert [(i.registry, i.repository, i.tag) for i in m.images] == [("", "demo/base-a", "1.0"),
+                                                                     ("", "demo/multi", "1.0")]
+    assert len(m.chunks) == 1  # default chunk size: 1 GiB
+
+
+def test_dry_run_writes_nothing(demo_registry: RegistryServer, tmp_path: Path, run_airgap: RunAirgap) -> None:
+    out = tmp_path / "bundle"
+    r = run_airgap("export", f"{demo_registry.host}/demo/large:1.0", "--output", str(out), "--dry-run",
+                   "--chunk-size", "dvd")
+    assert r.returncode == 0, r.output
+    assert "1 images" in r.stdout and "(1 dvd media)" in r.stdout
+    assert not out.exists()
+
+
+def test_repository_and_catalog_exports(demo_registry: RegistryServer, key: Path, tmp_path: Path,
+                                        run_airgap: RunAirgap) -> None:
+    out = tmp_path / "repo"
+    r = run_airgap("export", "--repository", f"{demo_registry.host}/demo/multi", "--output", str(out),
+                   "--key", str(key))
+    assert r.returncode == 0, r.output
+    assert [i.tag for i in BundleManifest.parse((out / "manifest.json").read_bytes()).images] == ["1.0"]
+    out2 = tmp_path / "all"
+    r = run_airgap("export", "--all-repositories", demo_registry.host, "--output", str(out2), "--key", str(key))
+    assert r.returncode == 0, r.output
+    m = BundleManifest.parse((out2 / "manifest.json").read_bytes())
+    assert sorted(f"{i.repository}:{i.tag}" for i in m.images) == sorted(DEMO_IMAGE_NAMES)
+    r = run_airgap("export", "--repository", f"{demo_registry.host}/demo/multi", "--tag-regex", "nope.*",
+                   "--output", str(tmp_path / "none"), "--key", str(key))
+    assert r.returncode == 2 and "no tags matching" in r.stderr
+
+
+@pytest.mark.parametrize(("args", "code", "needle"), [
+    (["--chunk-size", "10K"], 2, "below the minimum"),
+    (["--chunk-size", "lots"], 2, "invalid size"),
+])
+def test_bad_options(demo_registry: RegistryServer, key: Path, tmp_path: Path, run_airgap: RunAirgap,
+                     args: list[str], code: int, needle: str) -> None:
+    r = run_airgap("export", f"{demo_registry.host}/demo/base-a:1.0", "--output", str(tmp_path / "b"),
+                   "--key", str(key), *args)
+    assert r.returncode == code and needle in r.stderr and "Traceback" not in r.output
+
+
+def test_bad_inputs(demo_registry: RegistryServer, key: Path, tmp_path: Path, run_airgap: RunAirgap) -> None:
+    base = ["--key", str(key), "--chunk-size", "1MiB"]
+    r = run_airgap("export", f"{demo_registry.host}/demo/nope:1.0", "--output", str(tmp_path / "a"), *base)
+    assert r.returncode == 5 and "demo/nope" in r.stderr and "404" in r.stderr
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    r = run_airgap("export", f"{demo_registry.host}/demo/base-a:1.0", "--output", str(busy), *base)
+    assert r.returncode == 2 and "is not empty" in r.stderr
+    assert (busy / "notes.txt").read_text() == "mine"
+    bad = tmp_path / "images.txt"
+    bad.write_text(f"{demo_registry.host}/demo/base-a:1.0\n# fine\n{demo_registry.host}/demo/Bad:1.0\n")
+    r = run_airgap("export", "--images-file", str(bad), "--output", str(tmp_path / "c"), *base)
+    assert r.returncode == 2 and "line 3" in r.stderr
+    r = run_airgap("export", f"{demo_registry.host}/demo/base-a:1.0", "--output", str(tmp_path / "d"))
+    assert r.returncode == 2 and "--key" in r.stderr
+    enc = tmp_path / "enc.key"
+    pw = tmp_path / "pw"
+    pw.write_text("correct horse\n")
+    assert run_airgap("keygen", str(enc), "--passphrase-file", str(pw)).returncode == 0
+    r = run_airgap("export", f"{demo_registry.host}/demo/base-a:1.0", "--output", str(tmp_path / "e"),
+                   "--key", str(enc))
+    assert r.returncode != 0 and "encrypted" in r.stderr
+    r = run_airgap("export", f"{demo_registry.host}/demo/base-a:1.0", "--output", str(tmp_path / "e"),
+                   "--key", str(enc), env={"AIRGAP_KEY_PASSPHRASE": "wrong"})
+    assert r.returncode != 0 and "passphrase" in r.stderr
+    r = run_airgap("export", f"{demo_registry.host}/demo/base-a:1.0", "--output", str(tmp_path / "e"),
+                   "--key", str(enc), "--passphrase-file", str(pw))
+    assert r.returncode == 0, r.output
+
+
+def test_interrupted_export_of_other_options_is_not_mixed(demo_registry: RegistryServer, key: Path, tmp_path: Path,
+                                                          run_airgap: RunAirgap, fault_proxy_factory: Any) -> None:
+    proxy = fault_proxy_factory(demo_registry.host)
+    proxy.http_error(500, times=1000, match=r"GET /v2/demo/large/blobs/")
+    out = tmp_path / "bundle"
+    args = [f"{proxy.host}/demo/base-a:1.0", f"{proxy.host}/demo/large:1.0", "--output", str(out), "--key", str(key)]
+    r = run_airgap("export", *args, "--chunk-size", "1MiB", "--retries", "2")
+    assert r.returncode == 5 and "demo/large" in r.stderr and "Traceback" not in r.output
+    assert not (out / "manifest.json").exists()
+    r = run_airgap("export", *args, "--chunk-size", "2MiB")
+    assert r.returncode == 2 and "interrupted export of something else (chunk size 1048576 there" in r.stderr
+    proxy.clear()
+    r = run_airgap("export", *args, "--chunk-size", "1MiB")
+    assert r.returncode == 0, r.output
