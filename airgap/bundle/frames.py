@@ -57,14 +57,3 @@ def is_precompressed(media_type: str) -> bool:
 
 def encode(data: bytes, *, store: bool, level: int) -> bytes:
     return stored_frame(data) if store else compressed_frame(data, level)
-
-
-class FrameDecoder:
-    """Decode one frame at a time from a byte stream (a reader positioned at a frame's start)."""
-
-    def __init__(self) -> None:
-        self._d = zstandard.ZstdDecompressor()
-
-    def reader(self, source: object) -> zstandard.ZstdDecompressionReader:
-        # read_across_frames lets one reader continue over consecutive frames
-        return self._d.stream_reader(source, read_across_frames=True, closefd=False)

@@ -144,8 +144,9 @@ class BundleReader:
     def _decoded(self, span: Span, first_frame: int) -> io.BufferedReader:
         start = span.offset + sum(span.frames[:first_frame])
         raw = _IterReader(self.read_range(start, span.end - start))
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
-        return io.BufferedReader(reader, READ)  # type: ignore[arg-type]
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            raw, read_across_frames=True, closefd=False)  # type: ignore[arg-type]
+        return io.BufferedReader(reader, READ)  # type: ignore[arg-type, unused-ignore]
 
     def open_member(self, span: Span, path: str, size: int, offset: int = 0) -> Iterator[bytes]:
         """The content of a tar member from ``offset``: decodes from the frame holding that offset."""

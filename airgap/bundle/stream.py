@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from airgap.bundle import tarfmt
 from airgap.bundle.frames import encode, is_precompressed
@@ -74,6 +75,7 @@ def member_frames(member: Member, *, segment: int, level: int, start: int = 0,
 
 
 _END = object()
+T = TypeVar("T")
 
 
 class _Failed:
@@ -81,7 +83,7 @@ class _Failed:
         self.exc = exc
 
 
-def ordered(producers: list[Callable[[], Iterator[bytes]]], *, jobs: int, depth: int = 2) -> Iterator[bytes]:
+def ordered(producers: list[Callable[[], Iterator[T]]], *, jobs: int, depth: int = 2) -> Iterator[T]:
     """Run producers on ``jobs`` threads, at most ``jobs`` ahead, and yield their items in order.
 
     Memory stays bounded: each running producer holds at most ``depth`` items.

@@ -77,8 +77,7 @@ def write_stream(out_dir: Path, members: list[Member], *, chunk_size: int, segme
 
     writer = ChunkWriter(out_dir, chunk_size, journal)
     try:
-        for m, k, frame in ordered([producer(m) for m in range(start_member, len(members))],  # type: ignore[misc]
-                                   jobs=jobs):
+        for m, k, frame in ordered([producer(m) for m in range(start_member, len(members))], jobs=jobs):
             data: bytes | memoryview = frame
             if skip:
                 cut = min(skip, len(frame))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 from tqdm import tqdm
 
@@ -15,7 +16,7 @@ class ProgressBar:
     def __init__(self, *, quiet: bool, desc: str) -> None:
         self.quiet = quiet
         self.desc = desc
-        self.bar: tqdm[None] | None = None
+        self.bar: tqdm[NoReturn] | None = None
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Planned):

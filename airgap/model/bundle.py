@@ -219,7 +219,7 @@ class _Parser:
         value = self._get(obj, key, list, where)
         if len(value) > limit:
             raise ManifestError(f"manifest.json: {where}.{key} has more than {limit} entries")
-        return value
+        return list(value)
 
     def _digest(self, value: Any, where: str) -> Digest:
         if not isinstance(value, str):

@@ -18,8 +18,6 @@ from airgap.streams import BlobOpener, take, verified
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 1024 * 1024
-
 
 @dataclass(frozen=True)
 class UploadPolicy:
@@ -115,7 +113,8 @@ class RegistryClient:
                         raise RegistryError(f"{self.host}/{repository}: blob {desc.digest.short} resumed at "
                                             f"byte {start} instead of {pos}", registry=self.host)
                 progressed = False
-                for chunk in resp.iter_raw(READ_CHUNK):
+                # no chunk_size: httpx would hold up to that many received bytes back and lose them on a reset
+                for chunk in resp.iter_raw():
                     if skip:
                         cut = min(skip, len(chunk))
                         chunk, skip = chunk[cut:], skip - cut
@@ -191,9 +190,11 @@ class RegistryClient:
         if resp.status_code == 404 or not rng:
             return None if resp.status_code == 404 else 0
         try:
-            return int(rng.removeprefix("bytes=").split("-")[1]) + 1
+            end = int(rng.removeprefix("bytes=").split("-")[1])
         except (IndexError, ValueError):
             return None
+        # an empty session says "0-0" too (distribution), so "0-0" cannot be trusted to mean one byte
+        return end + 1 if end > 0 else 0
 
     def push_blob(self, repository: str, desc: Descriptor, opener: BlobOpener, *,
                   mount_from: tuple[str, ...] = ()) -> str:
@@ -220,22 +221,28 @@ class RegistryClient:
         while True:
             if location is None:
                 location, offset = self.start_upload(repository), 0
+            newest = [location]  # the Location of the last accepted chunk (distribution's carries the offset)
             try:
                 if desc.size <= self.upload.monolithic_max and offset == 0:
                     self._put_final(repository, desc, location, opener, desc.size)
                 else:
-                    location = self._patch_chunks(repository, desc, location, opener, offset)
-                    self._put_final(repository, desc, location, None, 0)
+                    self._patch_chunks(repository, desc, newest, opener, offset)
+                    self._put_final(repository, desc, newest[0], None, 0)
                 return
             except (ConnectionFailed, httpx.TransportError, _Retry) as exc:
+                location = newest[0]
                 failures += 1
                 if failures >= tries:
-                    if isinstance(exc, ConnectionFailed):
-                        raise
+                    if isinstance(exc, ConnectionFailed) and exc.registry != self.host:
+                        raise  # the source failed, and says so
+                    cause = exc.__cause__ if isinstance(exc, ConnectionFailed) and exc.__cause__ else exc
+                    why = f"{type(cause).__name__}: {cause}" if isinstance(cause, httpx.TransportError) else cause
                     raise ConnectionFailed(
                         f"{self.host}/{repository}: upload of blob {desc.digest.short} failed after {failures} "
-                        f"tries ({exc})", registry=self.host, repository=repository, retryable=True) from exc
+                        f"tries ({why})", registry=self.host, repository=repository, retryable=True) from exc
                 time.sleep(self.session.options.retry.delay(failures))
+                if self.has_blob(repository, desc.digest):
+                    return  # the registry stored it, only its answer was lost
                 held = self.upload_offset(repository, location)
                 if held is None or held == 0 or held > desc.size:
                     location, offset = None, 0
@@ -244,8 +251,10 @@ class RegistryClient:
                 log.debug("blob %s: upload interrupted (%s), resuming at %s", desc.digest.short,
                           type(exc).__name__, offset if location else "a new session")
 
-    def _patch_chunks(self, repository: str, desc: Descriptor, location: str, opener: BlobOpener,
-                      offset: int) -> str:
+    def _patch_chunks(self, repository: str, desc: Descriptor, newest: list[str], opener: BlobOpener,
+                      offset: int) -> None:
+        """PATCH from ``offset`` to the end; ``newest[0]`` is kept at the latest Location, also on failure."""
+        location = newest[0]
         with opener(offset) as source:
             buffer: list[bytes] = []
             it = iter(source)
@@ -255,11 +264,10 @@ class RegistryClient:
                     "Content-Type": "application/octet-stream",
                     "Content-Range": f"{offset}-{offset + n - 1}",
                 }, ok=(202, 201, 204))
-                location = self._location(resp)
+                location = newest[0] = self._location(resp)
                 offset += n
             for _ in it:  # drain so the source verifies digest and size
                 pass
-        return location
 
     def _put_final(self, repository: str, desc: Descriptor, location: str, opener: BlobOpener | None,
                    size: int) -> None:

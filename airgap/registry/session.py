@@ -150,6 +150,7 @@ class Session:
         self._transport = transport
         self._client = self._make_client()
         self._base: str | None = None
+        self._ping_error: RegistryError | None = None
         self._challenge: Challenge | None = None
         self._tokens = TokenCache()
         self._lock = threading.Lock()
@@ -193,21 +194,31 @@ class Session:
         with self._lock:
             if self._base is not None:
                 return
-            schemes = ["https", "http"] if (self.insecure or is_loopback(self.api)) else ["https"]
-            last: ConnectionFailed | None = None
-            for i, scheme in enumerate(schemes):
-                base = f"{scheme}://{self.api}"
-                final = i == len(schemes) - 1
-                try:
-                    resp = self._retrying(lambda b=base: self._client.get(f"{b}/v2/"), "GET", f"{base}/v2/",
-                                          what="reach", tries=None if final else 1)
-                except ConnectionFailed as exc:
-                    last = exc
-                    continue
-                self._accept_ping(base, resp)
-                return
-            assert last is not None
-            raise last
+            if self._ping_error is not None:
+                # already retried to exhaustion: threads that waited on the lock fail at once
+                raise self._ping_error
+            try:
+                self._ping()
+            except RegistryError as exc:
+                self._ping_error = exc
+                raise
+
+    def _ping(self) -> None:
+        schemes = ["https", "http"] if (self.insecure or is_loopback(self.api)) else ["https"]
+        last: ConnectionFailed | None = None
+        for i, scheme in enumerate(schemes):
+            base = f"{scheme}://{self.api}"
+            final = i == len(schemes) - 1
+            try:
+                resp = self._retrying(lambda b=base: self._client.get(f"{b}/v2/"), "GET", f"{base}/v2/",
+                                      what="reach", tries=None if final else 1)
+            except ConnectionFailed as exc:
+                last = exc
+                continue
+            self._accept_ping(base, resp)
+            return
+        assert last is not None
+        raise last
 
     def _accept_ping(self, base: str, resp: httpx.Response) -> None:
         if resp.status_code in RETRY_STATUSES:
@@ -254,7 +265,7 @@ class Session:
             raise AuthError(f"{self.host} asks for a bearer token but names no realm", registry=self.host,
                             hint="the registry's auth configuration is broken; tell its admin")
         cred = self._credential()
-        params: list[tuple[str, str]] = [("service", ch.service)] if ch.service else []
+        params: list[tuple[str, str | int | float | bool | None]] = [("service", ch.service)] if ch.service else []
         params += [("scope", s) for s in scopes]
         headers: dict[str, str] = {}
         if cred and cred.identity_token:
@@ -272,9 +283,15 @@ class Session:
 
         resp = self._retrying(send, "GET", realm, what="get a token from")
         if resp.status_code in (401, 403):
+            # name the repository the token was for (the first scope is the request's own)
+            repos = [s.split(":")[1] for s in scopes if s.startswith("repository:") and s.count(":") >= 2]
+            repository = repos[0] if repos else ""
             who = f"user {cred.username!r}" if cred and cred.username else "anonymous access"
-            raise AuthError(f"{self.host}: the token service refused {who} ({resp.status_code})",
-                            registry=self.host, status=resp.status_code, method="GET", url=redact(realm))
+            subject = f"{self.host}/{repository}" if repository else self.host
+            raise AuthError(f"{subject}: the token service refused {who} ({resp.status_code})",
+                            hint=f"check the user name and password, or run `airgap login {self.host}`",
+                            registry=self.host, repository=repository, status=resp.status_code, method="GET",
+                            url=redact(realm))
         if resp.status_code != 200:
             raise RegistryError(f"{self.host}: the token service answered {resp.status_code}",
                                 registry=self.host, status=resp.status_code, url=redact(realm),
