@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -70,10 +71,37 @@ def read_signed_manifest(directory: Path, trusted: Sequence[PublicKey]) -> tuple
 class BundleReader:
     """Chunk files looked up by name in ``dirs`` (the bundle directory first, then other media)."""
 
-    def __init__(self, manifest: BundleManifest, dirs: Sequence[Path]) -> None:
+    def __init__(self, manifest: BundleManifest, dirs: Sequence[Path], *, verify_chunks: bool = False) -> None:
         self.manifest = manifest
         self.dirs = list(dirs)
+        self.verify_chunks = verify_chunks
         self._paths: dict[str, Path | None] = {}
+        self._checked: dict[int, ChunkProblem | None] = {}
+        self._locks: dict[int, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def ensure_chunk(self, index: int) -> None:
+        """With ``verify_chunks``: check a chunk's size and sha256 the first time it is read (once)."""
+        if not self.verify_chunks:
+            return
+        with self._lock:
+            lock = self._locks.setdefault(index, threading.Lock())
+        with lock:
+            if index not in self._checked:
+                self._checked[index] = self.check_chunk(self.manifest.chunks[index])
+        problem = self._checked[index]
+        if problem is not None:
+            raise self.problem_error(problem)
+
+    def problem_error(self, problem: ChunkProblem) -> BundleError:
+        idx = self.manifest.chunks.index(problem.chunk)
+        images = ", ".join(i.reference for i in self.manifest.images_affected({idx})) or "no image"
+        where = ", ".join(map(str, self.dirs))
+        if problem.kind == "missing":
+            return ChunkMissing(f"chunk {problem.chunk.name} is missing from {where}; it holds data of {images}")
+        detail = f" ({problem.detail})" if problem.detail else ""
+        return ChunkCorrupt(f"chunk {problem.chunk.name} is {problem.kind}{detail}; it holds data of {images}; "
+                            "nothing from it was committed")
 
     def path(self, chunk: Chunk) -> Path | None:
         if chunk.name not in self._paths:
@@ -120,14 +148,18 @@ class BundleReader:
         return report
 
     # -- reading ------------------------------------------------------------------------------
-    def read_range(self, offset: int, length: int) -> Iterator[bytes]:
+    def read_range(self, offset: int, length: int, *, check: bool = True) -> Iterator[bytes]:
         """Raw stream bytes ``[offset, offset+length)`` across chunk files."""
         size = self.manifest.chunk_size
         pos, end = offset, offset + length
         while pos < end:
             idx, off = divmod(pos, size)
             chunk = self.manifest.chunks[idx]
+            if check:
+                self.ensure_chunk(idx)
             p = self.path(chunk)
+            if p is None and self.verify_chunks:
+                raise self.problem_error(ChunkProblem(chunk, "missing"))
             if p is None:
                 raise ChunkMissing(f"chunk {chunk.name} is missing from {', '.join(map(str, self.dirs))}")
             with p.open("rb") as f:
@@ -141,18 +173,19 @@ class BundleReader:
                     pos += len(data)
                     yield data
 
-    def _decoded(self, span: Span, first_frame: int) -> io.BufferedReader:
+    def _decoded(self, span: Span, first_frame: int, check: bool) -> io.BufferedReader:
         start = span.offset + sum(span.frames[:first_frame])
-        raw = _IterReader(self.read_range(start, span.end - start))
+        raw = _IterReader(self.read_range(start, span.end - start, check=check))
         reader = zstandard.ZstdDecompressor().stream_reader(
             raw, read_across_frames=True, closefd=False)  # type: ignore[arg-type]
         return io.BufferedReader(reader, READ)  # type: ignore[arg-type, unused-ignore]
 
-    def open_member(self, span: Span, path: str, size: int, offset: int = 0) -> Iterator[bytes]:
-        """The content of a tar member from ``offset``: decodes from the frame holding that offset."""
+    def open_member(self, span: Span, path: str, size: int, offset: int = 0, *, check: bool = True) -> Iterator[bytes]:
+        """The content of a tar member from ``offset``: decodes from the frame holding that offset.
+        ``check=False`` skips the whole-chunk check (for small members whose digest is checked anyway)."""
         seg = self.manifest.segment_size
         k = min(offset // seg, len(span.frames) - 1)
-        stream = self._decoded(span, k)
+        stream = self._decoded(span, k, check)
         try:
             if k == 0:
                 head = stream.peek(tarfmt.MAX_HEADER)[: tarfmt.MAX_HEADER]
@@ -178,15 +211,15 @@ class BundleReader:
             stream.close()
 
     @contextmanager
-    def open_blob(self, digest: Digest, offset: int = 0) -> Iterator[Iterator[bytes]]:
+    def open_blob(self, digest: Digest, offset: int = 0, *, check: bool = True) -> Iterator[Iterator[bytes]]:
         blob = self.manifest.blob(digest)
         if blob is None:
             raise BundleError(f"the bundle does not hold blob {digest}")
-        chunks = self.open_member(blob.span, tarfmt.blob_path(digest.hex), blob.size, offset)
+        chunks = self.open_member(blob.span, tarfmt.blob_path(digest.hex), blob.size, offset, check=check)
         if offset:
             # hash the prefix too, so that the digest is still checked end to end
             hasher = hashlib.sha256()
-            prefix = self.open_member(blob.span, tarfmt.blob_path(digest.hex), blob.size, 0)
+            prefix = self.open_member(blob.span, tarfmt.blob_path(digest.hex), blob.size, 0, check=check)
             left = offset
             for part in prefix:
                 hasher.update(part[:left])

@@ -13,6 +13,7 @@ from airgap.cli.options import (
     platform_option,
     read_password,
     registry_options,
+    upload_option,
 )
 from airgap.cli.progress import ProgressBar
 from airgap.copy import copy, copy_request
@@ -23,6 +24,7 @@ from airgap.copy import copy, copy_request
 @click.argument("dst")
 @platform_option
 @registry_options
+@upload_option
 @click.option("--src-username", help="User name for the source registry.")
 @click.option("--dest-username", help="User name for the destination registry.")
 @click.option("--password-stdin", is_flag=True,
@@ -30,8 +32,8 @@ from airgap.copy import copy, copy_request
                    "(else from AIRGAP_SRC_PASSWORD / AIRGAP_DEST_PASSWORD).")
 @click.pass_obj
 def copy_cmd(obj: dict[str, bool], src: str, dst: str, platforms: tuple[str, ...], insecure: tuple[str, ...],
-             ca_certs: tuple[str, ...], jobs: int, retries: int, src_username: str | None, dest_username: str | None,
-             password_stdin: bool) -> None:
+             ca_certs: tuple[str, ...], jobs: int, retries: int, upload_chunk_size: str, src_username: str | None,
+             dest_username: str | None, password_stdin: bool) -> None:
     """Copy an image (every platform, digests preserved) from one registry to another.
 
     DST without a tag takes SRC's tag. Credentials come from `airgap login`, docker's config.json,
@@ -44,7 +46,7 @@ def copy_cmd(obj: dict[str, bool], src: str, dst: str, platforms: tuple[str, ...
     dest_pw = stdin_pw if stdin_pw is not None and not stdin_for_src else os.environ.get("AIRGAP_DEST_PASSWORD")
     pairs = [(request.source.host, src_username, src_pw, "AIRGAP_SRC_PASSWORD"),
              (request.target.host, dest_username, dest_pw, "AIRGAP_DEST_PASSWORD")]
-    with make_registries(insecure, ca_certs, jobs, retries, keychain_with(pairs)) as registries, \
+    with make_registries(insecure, ca_certs, jobs, retries, keychain_with(pairs), upload_chunk_size) as registries, \
             ProgressBar(quiet=obj["quiet"], desc="copy") as bar:
         result = copy(registries, src, dst, platforms=request.platforms, jobs=jobs, progress=bar)
     if not obj["quiet"]:

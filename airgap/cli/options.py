@@ -13,7 +13,7 @@ import click
 from airgap.errors import InvalidInput
 from airgap.model.platform import Platform
 from airgap.model.reference import parse_host
-from airgap.registry import Credential, Keychain, Registries, RegistryOptions, RetryPolicy
+from airgap.registry import Credential, Keychain, Registries, RegistryOptions, RetryPolicy, UploadPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,6 +29,12 @@ def registry_options(f: F) -> F:
     f = click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
                      help="Allow plain HTTP or unverified TLS for this registry. Repeatable.")(f)
     return f
+
+
+def upload_option(f: F) -> F:
+    return click.option("--upload-chunk-size", default="64MiB", show_default=True, metavar="SIZE",
+                        help="Blobs larger than this are uploaded in PATCH chunks of this size (resumable at each "
+                             "chunk); smaller ones in one request. Some registries need small chunks (GHCR: 4MiB).")(f)
 
 
 def platform_option(f: F) -> F:
@@ -72,5 +78,11 @@ def keychain_with(pairs: list[tuple[str, str | None, str | None, str]]) -> Keych
 
 
 def make_registries(insecure: tuple[str, ...], ca_certs: tuple[str, ...], jobs: int, retries: int,
-                    keychain: Keychain) -> Registries:
-    return Registries(build_options(insecure, ca_certs, jobs, retries), keychain)
+                    keychain: Keychain, upload_chunk_size: str = "64MiB") -> Registries:
+    from airgap.inputs import parse_size
+
+    chunk = parse_size(upload_chunk_size)
+    if chunk < 64 * 1024:
+        raise InvalidInput(f"--upload-chunk-size {upload_chunk_size} is too small", hint="give at least 64KiB")
+    upload = UploadPolicy(monolithic_max=min(32 * 1024 * 1024, chunk), chunk_size=chunk)
+    return Registries(build_options(insecure, ca_certs, jobs, retries), keychain, upload)

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 
@@ -23,6 +24,16 @@ log = logging.getLogger(__name__)
 class UploadPolicy:
     monolithic_max: int = 32 * 1024 * 1024
     chunk_size: int = 64 * 1024 * 1024
+
+
+class UploadSessions(Protocol):
+    """Remembers open upload sessions across processes (the import journal implements it)."""
+
+    def get(self, repository: str, digest: str) -> tuple[str, int] | None: ...
+
+    def put(self, repository: str, digest: str, location: str, offset: int) -> None: ...
+
+    def drop(self, repository: str, digest: str) -> None: ...
 
 
 class RegistryClient:
@@ -197,10 +208,25 @@ class RegistryClient:
         return end + 1 if end > 0 else 0
 
     def push_blob(self, repository: str, desc: Descriptor, opener: BlobOpener, *,
-                  mount_from: tuple[str, ...] = ()) -> str:
-        """Make ``desc`` exist in ``repository``. Returns "skipped", "mounted" or "uploaded"."""
+                  mount_from: tuple[str, ...] = (), sessions: UploadSessions | None = None) -> str:
+        """Make ``desc`` exist in ``repository``. Returns "skipped", "mounted" or "uploaded".
+
+        With ``sessions``, an upload session left by an earlier, interrupted process is continued from the
+        registry's offset, and every accepted chunk is recorded there.
+        """
         if self.has_blob(repository, desc.digest):
+            if sessions is not None:
+                sessions.drop(repository, str(desc.digest))
             return "skipped"
+        if sessions is not None:
+            earlier = sessions.get(repository, str(desc.digest))
+            if earlier is not None:
+                held = self.upload_offset(repository, earlier[0])
+                if held is not None and 0 < held <= desc.size:
+                    log.debug("blob %s: continuing an earlier upload at byte %d", desc.digest.short, held)
+                    self.upload_blob(repository, desc, opener, location=earlier[0], offset=held, sessions=sessions)
+                    return "uploaded"
+                sessions.drop(repository, str(desc.digest))
         location: str | None = None
         for src in mount_from:
             if src == repository:
@@ -209,15 +235,14 @@ class RegistryClient:
             if location is None:
                 return "mounted"
             break
-        self.upload_blob(repository, desc, opener, location=location)
+        self.upload_blob(repository, desc, opener, location=location, sessions=sessions)
         return "uploaded"
 
     def upload_blob(self, repository: str, desc: Descriptor, opener: BlobOpener, *,
-                    location: str | None = None) -> None:
+                    location: str | None = None, offset: int = 0, sessions: UploadSessions | None = None) -> None:
         """Upload a blob: one streamed PUT when small, PATCH chunks when large, resuming after failures."""
         tries = self.session.options.retry.tries
         failures = 0
-        offset = 0
         while True:
             if location is None:
                 location, offset = self.start_upload(repository), 0
@@ -226,8 +251,10 @@ class RegistryClient:
                 if desc.size <= self.upload.monolithic_max and offset == 0:
                     self._put_final(repository, desc, location, opener, desc.size)
                 else:
-                    self._patch_chunks(repository, desc, newest, opener, offset)
+                    self._patch_chunks(repository, desc, newest, opener, offset, sessions)
                     self._put_final(repository, desc, newest[0], None, 0)
+                if sessions is not None:
+                    sessions.drop(repository, str(desc.digest))
                 return
             except (ConnectionFailed, httpx.TransportError, _Retry) as exc:
                 location = newest[0]
@@ -252,7 +279,7 @@ class RegistryClient:
                           type(exc).__name__, offset if location else "a new session")
 
     def _patch_chunks(self, repository: str, desc: Descriptor, newest: list[str], opener: BlobOpener,
-                      offset: int) -> None:
+                      offset: int, sessions: UploadSessions | None = None) -> None:
         """PATCH from ``offset`` to the end; ``newest[0]`` is kept at the latest Location, also on failure."""
         location = newest[0]
         with opener(offset) as source:
@@ -266,6 +293,8 @@ class RegistryClient:
                 }, ok=(202, 201, 204))
                 location = newest[0] = self._location(resp)
                 offset += n
+                if sessions is not None and offset < desc.size:
+                    sessions.put(repository, str(desc.digest), location, offset)
             for _ in it:  # drain so the source verifies digest and size
                 pass
 

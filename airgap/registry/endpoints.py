@@ -5,6 +5,7 @@ from __future__ import annotations
 from airgap.model.digest import Digest
 from airgap.model.manifest import Descriptor, Manifest
 from airgap.model.reference import Reference
+from airgap.registry.client import UploadSessions
 from airgap.registry.pool import Registries
 from airgap.streams import BlobOpener
 
@@ -21,13 +22,14 @@ class RegistrySource:
 
 
 class RegistrySink:
-    def __init__(self, registries: Registries) -> None:
+    def __init__(self, registries: Registries, *, sessions: UploadSessions | None = None) -> None:
         self.registries = registries
+        self.sessions = sessions
 
     def push_blob(self, target: Reference, desc: Descriptor, opener: BlobOpener,
                   mount_from: tuple[str, ...]) -> str:
         return self.registries.client(target.host).push_blob(target.repository, desc, opener,
-                                                             mount_from=mount_from)
+                                                             mount_from=mount_from, sessions=self.sessions)
 
     def has_manifest(self, target: Reference, digest: Digest) -> bool:
         return self.registries.client(target.host).head_manifest(target.repository, str(digest)) == digest

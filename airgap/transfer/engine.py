@@ -38,6 +38,14 @@ class TransferResult:
     skipped: int = 0
     bytes_uploaded: int = 0
     notices: list[str] = field(default_factory=list)
+    failed: list[FailedImage] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FailedImage:
+    source: str
+    target: str
+    error: Exception
 
 
 def _counting(opener: BlobOpener, progress: Progress) -> BlobOpener:
@@ -58,10 +66,16 @@ def _target_ref(image: PlannedImage) -> Reference:
 
 
 def transfer(source: Source, sink: Sink, requests: list[ImageRequest], *, jobs: int = 6,
-             progress: Progress = ignore) -> TransferResult:
-    """Move the requested images from ``source`` to ``sink``; raise the first error."""
+             progress: Progress = ignore, keep_going: bool = False,
+             planned: list[PlannedImage] | None = None) -> TransferResult:
+    """Move the requested images from ``source`` to ``sink``.
+
+    By default the first error is raised. With ``keep_going``, an image whose blobs or manifests fail is
+    left out (nothing that refers to a failed blob is pushed, and its tag is not set) and reported in
+    ``result.failed``, while the other images are completed.
+    """
     result = TransferResult()
-    images = [plan_image(source, r) for r in requests]
+    images = planned if planned is not None else [plan_image(source, r) for r in requests]
     for image in images:
         for text in image.notices:
             result.notices.append(text)
@@ -103,7 +117,10 @@ def transfer(source: Source, sink: Sink, requests: list[ImageRequest], *, jobs: 
 
     # biggest first keeps every worker busy to the end
     ordered = sorted(groups.values(), key=lambda e: -e[0][1].size)
-    _run_all(jobs, [lambda e=e: move_group(e) for e in ordered])
+    failures: dict[int, Exception] = {}  # id(image) -> first error
+    for n, exc in _run_all(jobs, [lambda e=e: move_group(e) for e in ordered], keep_going):
+        for image, _ in ordered[n]:
+            failures.setdefault(id(image), exc)
 
     def push_manifests(image: PlannedImage) -> None:
         target = _target_ref(image)
@@ -111,8 +128,14 @@ def transfer(source: Source, sink: Sink, requests: list[ImageRequest], *, jobs: 
             if not sink.has_manifest(target, manifest.digest):
                 sink.push_manifest(target, manifest, None)
 
-    _run_all(jobs, [lambda i=i: push_manifests(i) for i in images])
+    healthy = [i for i in images if id(i) not in failures]
+    for n, exc in _run_all(jobs, [lambda i=i: push_manifests(i) for i in healthy], keep_going):
+        failures.setdefault(id(healthy[n]), exc)
     for image in images:
+        if id(image) in failures:
+            result.failed.append(FailedImage(str(image.request.source), str(image.request.target),
+                                             failures[id(image)]))
+            continue
         target = image.request.target
         if target.tag:
             sink.push_manifest(_target_ref(image), image.root, target.tag)
@@ -123,12 +146,23 @@ def transfer(source: Source, sink: Sink, requests: list[ImageRequest], *, jobs: 
     return result
 
 
-def _run_all(jobs: int, tasks: list[object]) -> None:
-    """Run callables on ``jobs`` threads; on the first failure cancel the rest and raise it."""
+def _run_all(jobs: int, tasks: list[object], keep_going: bool = False) -> list[tuple[int, Exception]]:
+    """Run callables on ``jobs`` threads. By default, on the first failure cancel the rest and raise it;
+    with ``keep_going`` run them all and return the failures as (task index, error)."""
     if not tasks:
-        return
+        return []
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="airgap") as pool:
         futures: list[Future[None]] = [pool.submit(t) for t in tasks]  # type: ignore[arg-type]
+        if keep_going:
+            wait(futures)
+            out = []
+            for n, f in enumerate(futures):
+                exc = f.exception()
+                if isinstance(exc, Exception):
+                    out.append((n, exc))
+                elif exc is not None:
+                    raise exc
+            return out
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for f in done:
             exc = f.exception()
@@ -136,3 +170,4 @@ def _run_all(jobs: int, tasks: list[object]) -> None:
                 for p in pending:
                     p.cancel()
                 raise exc
+    return []

@@ -1,0 +1,161 @@
+"""airgap import DIR --to REGISTRY[/PREFIX]"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from airgap import audit
+from airgap.bundle.files import BundleError
+from airgap.bundle.reader import BundleReader, read_signed_manifest
+from airgap.cli.options import keychain_with, make_registries, read_password, registry_options, upload_option
+from airgap.cli.progress import ProgressBar
+from airgap.errors import AirgapError, InvalidInput
+from airgap.importing import ImportResult, Target, digest_ref, import_bundle, map_images
+from airgap.inputs import format_size
+from airgap.journal import ImportJournal
+from airgap.model.bundle import BundleManifest
+from airgap.signing import load_public_key
+
+DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+class ImportIncomplete(AirgapError):
+    exit_code = 8
+    default_hint = "fix the cause named above and run the same command again: it continues where it stopped"
+
+
+def result_json(result: ImportResult) -> dict[str, Any]:
+    t = result.transfer
+    failed = {f.target: str(f.error) for f in result.failed}
+    return {
+        "bundle_id": result.manifest.bundle_id,
+        "target": str(result.target),
+        "already_done": result.already_done,
+        "images": [{"source": m.image.reference, "target": str(m.target), "digest": str(m.image.digest),
+                    "target_by_digest": digest_ref(m), "media_type": m.image.media_type,
+                    "platforms": list(m.image.platforms),
+                    "status": "failed" if str(m.target) in failed else "ok",
+                    **({"error": failed[str(m.target)]} if str(m.target) in failed else {})}
+                   for m in result.images],
+        "blobs": {"uploaded": t.uploaded if t else 0, "mounted": t.mounted if t else 0,
+                  "skipped": t.skipped if t else 0},
+        "bytes_uploaded": t.bytes_uploaded if t else 0,
+        "seconds": round(result.seconds, 3),
+    }
+
+
+@click.command("import")
+@click.argument("directory", type=DIR)
+@click.option("--to", "to", required=True, metavar="REGISTRY[/PREFIX]", help="Target registry, and path prefix.")
+@click.option("--pubkey", "pubkeys", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Trusted public key (KEY.pub); repeatable. Required unless --insecure-skip-signature.")
+@click.option("--image", "images", multiple=True, metavar="REF",
+              help="Import only this image (reference, repository:tag or repository); repeatable.")
+@click.option("--media", multiple=True, type=DIR, help="Another directory holding chunks (one per medium).")
+@click.option("--keep-source-host", is_flag=True,
+              help="Keep each image's source registry as a path component (REGISTRY/PREFIX/HOST/path).")
+@click.option("--dry-run", is_flag=True, help="Show where each image would go and what is missing; push nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON document on stdout.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where resume journals are kept (default $XDG_STATE_HOME/airgap).")
+@click.option("--audit-log", type=click.Path(dir_okay=False, path_type=Path),
+              help="Append-only audit log (default: STATE_DIR/audit.jsonl, or $AIRGAP_AUDIT_LOG).")
+@click.option("--insecure-skip-signature", is_flag=True,
+              help="DANGEROUS: import without checking the signature. Recorded in the audit log.")
+@click.option("--username", help="User name for the target registry (else `airgap login` / docker config).")
+@click.option("--password-stdin", is_flag=True, help="Read the target registry's password from standard input.")
+@registry_options
+@upload_option
+@click.pass_obj
+def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Path, ...], images: tuple[str, ...],
+               media: tuple[Path, ...], keep_source_host: bool, dry_run: bool, as_json: bool,
+               state_dir: Path | None, audit_log: Path | None, insecure_skip_signature: bool,
+               username: str | None, password_stdin: bool, insecure: tuple[str, ...], ca_certs: tuple[str, ...],
+               jobs: int, retries: int, upload_chunk_size: str) -> None:
+    """Verify a bundle and push its images into REGISTRY, resuming an interrupted run.
+
+    `host/path:tag` in the bundle becomes `REGISTRY/PREFIX/path:tag`; digests are preserved.
+    """
+    target = Target.parse(to)
+    log_path = audit_log or (state_dir / "audit.jsonl" if state_dir else audit.default_audit_log())
+    base = {"bundle_dir": str(directory), "target": str(target), "insecure_skip_signature": insecure_skip_signature}
+    try:
+        if insecure_skip_signature:
+            click.echo("WARNING: --insecure-skip-signature: the bundle's signature is NOT checked; its content may "
+                       "have been altered by anyone who had the media", err=True)
+            path = directory / "manifest.json"
+            if not path.is_file():
+                raise BundleError(f"{directory} holds no manifest.json", hint="point at the bundle directory")
+            manifest = BundleManifest.parse(path.read_bytes())
+            signer = None
+        else:
+            if not pubkeys:
+                raise InvalidInput("import needs --pubkey KEY.pub to check the bundle's signature",
+                                   hint="ask the exporter for their public key")
+            manifest, key = read_signed_manifest(directory, [load_public_key(p) for p in pubkeys])
+            signer = key.key_id
+        base.update({"bundle_id": manifest.bundle_id, "key_id": signer or "(not checked)"})
+        mapped = map_images(manifest, target, images, keep_source_host=keep_source_host)
+        reader = BundleReader(manifest, [directory, *media], verify_chunks=True)
+        if dry_run:
+            _dry_run(reader, mapped, as_json)
+            return
+        password = read_password(password_stdin, "AIRGAP_PASSWORD")
+        keychain = keychain_with([(target.host, username, password, "AIRGAP_PASSWORD")])
+        journal = ImportJournal.open(state_dir or audit.state_dir(), manifest.bundle_id, str(target))
+        with make_registries(insecure, ca_certs, jobs, retries, keychain, upload_chunk_size) as registries, \
+                ProgressBar(quiet=obj["quiet"] or as_json, desc="import") as bar:
+            result = import_bundle(registries, reader, target, mapped, journal, jobs=jobs, progress=bar)
+    except AirgapError as exc:
+        audit.append(log_path, "import", outcome="failed", error=str(exc), **base)
+        raise
+    doc = result_json(result)
+    audit.append(log_path, "import", outcome="failed" if result.failed else "ok",
+                 images=[{k: i[k] for k in ("source", "target", "digest", "status")} for i in doc["images"]],
+                 blobs=doc["blobs"], bytes_uploaded=doc["bytes_uploaded"], **base)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    elif not obj["quiet"]:
+        _summary(result, doc)
+    if result.failed:
+        first = result.failed[0]
+        raise ImportIncomplete(f"{len(result.failed)} of {len(mapped)} images not imported; first: {first.target}: "
+                               f"{first.error}")
+
+
+def _summary(result: ImportResult, doc: dict[str, Any]) -> None:
+    if result.already_done:
+        click.echo(f"bundle {result.manifest.bundle_id} is already imported into {result.target}; every image is "
+                   f"still there (checked in {result.seconds:.1f}s); nothing to do")
+        return
+    for img in doc["images"]:
+        mark = "imported" if img["status"] == "ok" else "FAILED  "
+        click.echo(f"{mark} {img['target']}@{img['digest']}")
+    b = doc["blobs"]
+    click.echo(f"{sum(i['status'] == 'ok' for i in doc['images'])} images in {result.target}; blobs: "
+               f"{b['uploaded']} uploaded ({format_size(doc['bytes_uploaded'])}), {b['mounted']} mounted, "
+               f"{b['skipped']} already present; {result.seconds:.1f}s")
+
+
+def _dry_run(reader: BundleReader, mapped: list[Any], as_json: bool) -> None:
+    from airgap.importing import check_chunks_present
+
+    m = reader.manifest
+    rows = []
+    for item in mapped:
+        idxs = sorted(m.chunks_of_image(item.image))
+        chunks = [m.chunks[c].name for c in idxs]
+        missing = [m.chunks[c].name for c in idxs if reader.path(m.chunks[c]) is None]
+        rows.append({"source": item.image.reference, "target": str(item.target), "digest": str(item.image.digest),
+                     "chunks": chunks, "missing_chunks": missing})
+    if as_json:
+        click.echo(json.dumps({"bundle_id": m.bundle_id, "images": rows}, indent=2))
+    else:
+        for r in rows:
+            miss = f"  MISSING {', '.join(r['missing_chunks'])}" if r["missing_chunks"] else ""
+            click.echo(f"{r['source']} -> {r['target']}{miss}")
+    check_chunks_present(reader, mapped)

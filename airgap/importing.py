@@ -1,0 +1,202 @@
+"""``import``: a verified, resumable push of a bundle into a (disconnected) registry.
+
+Trust first (the signature, before anything is parsed), digests always (chunks as they are read, every
+blob before its upload is finalised), children before parents and tags last, and a journal so that a
+rerun continues where an interrupted one stopped.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from airgap.bundle.files import BundleError
+from airgap.bundle.reader import BundleReader, ChunkMissing, ChunkProblem
+from airgap.bundle.source import BUNDLE_HOST, BundleSource
+from airgap.errors import InvalidInput, InvalidReference, RegistryError
+from airgap.journal import ImportJournal
+from airgap.model.bundle import BundleImage, BundleManifest
+from airgap.model.digest import Digest
+from airgap.model.manifest import Descriptor
+from airgap.model.reference import _COMPONENT, Reference, parse_host
+from airgap.registry.endpoints import RegistrySink
+from airgap.registry.pool import Registries
+from airgap.streams import BlobOpener
+from airgap.transfer.engine import FailedImage, TransferResult, transfer
+from airgap.transfer.events import Progress, ignore
+from airgap.transfer.plan import ImageRequest, plan_image
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    prefix: str  # "" or "a/b"
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        host, _, prefix = text.strip().strip("/").partition("/")
+        try:
+            host = parse_host(host)
+        except InvalidInput:
+            raise InvalidInput(f"invalid target {text!r}", hint="write --to REGISTRY[:PORT][/PREFIX]") from None
+        if prefix and not all(_COMPONENT.match(c) for c in prefix.split("/")):
+            raise InvalidInput(f"invalid prefix {prefix!r} in --to {text}",
+                               hint="a prefix is lowercase path components joined by /")
+        return cls(host, prefix)
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.prefix}" if self.prefix else self.host
+
+
+@dataclass
+class Mapped:
+    image: BundleImage
+    target: Reference  # host, repository and tag (or none) in the target registry
+
+    @property
+    def request(self) -> ImageRequest:
+        source = Reference(BUNDLE_HOST, self.image.repository, None, self.image.digest)
+        return ImageRequest(source, self.target)
+
+
+def _host_component(host: str) -> str:
+    comp = re.sub(r"[^a-z0-9._-]+", "-", host.lower()).strip("-._")
+    return comp or "registry"
+
+
+def map_images(manifest: BundleManifest, target: Target, selection: Sequence[str] = (), *,
+               keep_source_host: bool = False) -> list[Mapped]:
+    """``host/path:tag`` in the bundle becomes ``REGISTRY/PREFIX/path:tag``; clashes are refused."""
+    images = list(manifest.images)
+    if selection:
+        chosen: list[BundleImage] = []
+        for sel in selection:
+            hits = [i for i in images if sel in (i.reference, f"{i.repository}:{i.tag}", i.repository,
+                                                 f"{i.repository}@{i.digest}", str(i.digest))]
+            if not hits:
+                raise InvalidInput(f"the bundle has no image {sel!r}",
+                                   hint="see `airgap inspect DIR` for the images it holds")
+            chosen.extend(h for h in hits if h not in chosen)
+        images = chosen
+    out: list[Mapped] = []
+    seen: dict[tuple[str, str | None], BundleImage] = {}
+    for img in images:
+        parts = [p for p in (target.prefix, _host_component(img.registry) if keep_source_host and img.registry
+                             else "", img.repository) if p]
+        repo = "/".join(parts)
+        if len(target.host) + 1 + len(repo) > 255:
+            raise InvalidReference(f"target name {target.host}/{repo} is too long", hint="use a shorter prefix")
+        key = (repo, img.tag)
+        other = seen.get(key)
+        if other is not None and img.tag is not None and other.digest != img.digest:
+            raise InvalidInput(
+                f"{other.reference} and {img.reference} would both land on {target.host}/{repo}:{img.tag}",
+                hint="pass --keep-source-host to keep each source registry as a path component, or --image to "
+                     "import one of them")
+        seen[key] = img
+        out.append(Mapped(img, Reference(target.host, repo, img.tag)))
+    return out
+
+
+@dataclass
+class ImportResult:
+    manifest: BundleManifest
+    target: Target
+    images: list[Mapped]
+    transfer: TransferResult | None = None
+    seconds: float = 0.0
+    already_done: bool = False
+    missing_chunks: list[ChunkProblem] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[FailedImage]:
+        return self.transfer.failed if self.transfer else []
+
+
+def check_chunks_present(reader: BundleReader, mapped: list[Mapped]) -> None:
+    """Refuse to start when a chunk that the chosen images need is not on any medium."""
+    m = reader.manifest
+    need: set[int] = set()
+    for item in mapped:
+        need |= m.chunks_of_image(item.image)
+    missing = sorted(i for i in need if reader.path(m.chunks[i]) is None)
+    if not missing:
+        return
+    names = ", ".join(m.chunks[i].name for i in missing[:10]) + (" …" if len(missing) > 10 else "")
+    hit = [x for x in mapped if m.chunks_of_image(x.image) & set(missing)]
+    ok = [x.image.reference for x in mapped if x not in hit]
+    hint = "pass the directory of each medium with --media DIR"
+    if ok:
+        hint += "; these images have all their chunks and can be imported now with --image: " + ", ".join(ok)
+    raise ChunkMissing(f"{len(missing)} chunk(s) missing ({names}); needed by "
+                       + ", ".join(x.image.reference for x in hit), hint=hint)
+
+
+class JournaledSink(RegistrySink):
+    """A registry sink that records each committed blob and its upload sessions in the journal."""
+
+    def __init__(self, registries: Registries, journal: ImportJournal) -> None:
+        super().__init__(registries, sessions=journal)
+        self.journal = journal
+
+    def push_blob(self, target: Reference, desc: Descriptor, opener: BlobOpener, mount_from: tuple[str, ...]) -> str:
+        outcome = super().push_blob(target, desc, opener, mount_from)
+        self.journal.blob_committed(target.repository, str(desc.digest))
+        return outcome
+
+
+def import_bundle(registries: Registries, reader: BundleReader, target: Target, mapped: list[Mapped],
+                  journal: ImportJournal, *, jobs: int = 6, progress: Progress = ignore) -> ImportResult:
+    """Push ``mapped`` images from the bundle. Images whose content is damaged are left out (and reported)
+    while the others complete; a registry failure (auth, connection) stops the import."""
+    result = ImportResult(reader.manifest, target, mapped)
+    check_chunks_present(reader, mapped)
+    t0 = time.monotonic()
+    source = BundleSource(reader)
+    if journal.done and _still_there(registries, mapped, jobs):
+        result.already_done = True
+        result.seconds = time.monotonic() - t0
+        return result
+    journal.started()
+    planned = [plan_image(source, m.request) for m in mapped]
+    result.transfer = transfer(source, JournaledSink(registries, journal), [m.request for m in mapped], jobs=jobs,
+                               progress=progress, keep_going=True, planned=planned)
+    for failure in result.transfer.failed:
+        if isinstance(failure.error, RegistryError):
+            raise failure.error
+    if not result.transfer.failed:
+        journal.finished()
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def _still_there(registries: Registries, mapped: list[Mapped], jobs: int) -> bool:
+    """After a finished import: is everything still in the target, as the journal says? (HEAD requests)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    checks: list[tuple[str, str, str, Digest | None]] = []  # (host, repository, kind/identifier, expected)
+    for m in mapped:
+        repo, host = m.target.repository, m.target.host
+        checks.append((host, repo, m.target.tag or str(m.image.digest), m.image.digest))
+        checks.extend((host, repo, str(d), d) for d in m.image.manifests)
+        checks.extend((host, repo, "blob:" + str(d), None) for d in m.image.blobs)
+
+    def ok(check: tuple[str, str, str, Digest | None]) -> bool:
+        host, repo, ident, expected = check
+        client = registries.client(host)
+        if ident.startswith("blob:"):
+            return client.has_blob(repo, Digest.parse(ident[5:]))
+        return client.head_manifest(repo, ident) == expected
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return all(pool.map(ok, checks))
+
+
+def digest_ref(m: Mapped) -> str:
+    return f"{m.target.host}/{m.target.repository}@{m.image.digest}"
+
+
+__all__ = ["BundleError", "Digest", "ImportResult", "Mapped", "Path", "Target", "import_bundle", "map_images"]

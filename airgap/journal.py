@@ -1,0 +1,96 @@
+"""The import journal: what an import committed to which target, and its open upload sessions.
+
+It saves work (a large blob resumes from the registry's offset after a crash) and lets a finished
+import say so quickly; the registry stays the truth, so everything the journal claims is confirmed
+with HEAD requests before it is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ImportJournal:
+    path: Path
+    sessions: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
+    blobs: set[tuple[str, str]] = field(default_factory=set)
+    done: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def open(cls, state_dir: Path, bundle_id: str, target: str) -> ImportJournal:
+        key = hashlib.sha256(f"{bundle_id}\n{target}".encode()).hexdigest()[:16]
+        directory = state_dir / "imports"
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        journal = cls(directory / f"{bundle_id[:40]}-{key}.jsonl")
+        journal._load()
+        return journal
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                kind = rec["t"]
+                if kind == "session":
+                    self.sessions[(rec["repo"], rec["digest"])] = (str(rec["location"]), int(rec["offset"]))
+                elif kind == "blob":
+                    self.blobs.add((rec["repo"], rec["digest"]))
+                    self.sessions.pop((rec["repo"], rec["digest"]), None)
+                elif kind == "drop":
+                    self.sessions.pop((rec["repo"], rec["digest"]), None)
+                elif kind == "done":
+                    self.done = True
+                elif kind == "start":
+                    self.done = False
+            except (ValueError, KeyError, TypeError):
+                break  # a torn last line: what came before stands
+
+    def _append(self, rec: dict[str, Any]) -> None:
+        line = json.dumps(rec, separators=(",", ":")) + "\n"
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    # -- upload sessions (airgap.registry.client.UploadSessions) ------------------------------
+    def get(self, repository: str, digest: str) -> tuple[str, int] | None:
+        with self._lock:
+            return self.sessions.get((repository, digest))
+
+    def put(self, repository: str, digest: str, location: str, offset: int) -> None:
+        with self._lock:
+            self.sessions[(repository, digest)] = (location, offset)
+        self._append({"t": "session", "repo": repository, "digest": digest, "location": location, "offset": offset})
+
+    def drop(self, repository: str, digest: str) -> None:
+        with self._lock:
+            present = self.sessions.pop((repository, digest), None)
+        if present is not None:
+            self._append({"t": "drop", "repo": repository, "digest": digest})
+
+    # -- progress -----------------------------------------------------------------------------
+    def started(self) -> None:
+        self.done = False
+        self._append({"t": "start"})
+
+    def blob_committed(self, repository: str, digest: str) -> None:
+        with self._lock:
+            self.blobs.add((repository, digest))
+            self.sessions.pop((repository, digest), None)
+        self._append({"t": "blob", "repo": repository, "digest": digest})
+
+    def finished(self) -> None:
+        self.done = True
+        self._append({"t": "done"})
