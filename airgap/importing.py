@@ -97,7 +97,7 @@ def map_images(manifest: BundleManifest, target: Target, selection: Sequence[str
                 hint="pass --keep-source-host to keep each source registry as a path component, or --image to "
                      "import one of them")
         seen[key] = img
-        out.append(Mapped(img, Reference(target.host, repo, img.tag)))
+        out.append(Mapped(img, Reference(target.host, repo, img.tag, None if img.tag else img.digest)))
     return out
 
 

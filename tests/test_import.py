@@ -1,0 +1,187 @@
+"""`airgap import` against the real registry: round trip, mapping, dedup, partial import, output, audit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import RegistryFactory, RunAirgap
+from harness import RegistryServer, make_oci_layout, skopeo_copy, skopeo_digest
+
+from airgap.model.bundle import BundleManifest
+from scripts.demo_images import DEMO_IMAGE_NAMES
+
+
+@pytest.fixture
+def key(tmp_path: Path, run_airgap: RunAirgap) -> Path:
+    path = tmp_path / "signing.key"
+    assert run_airgap("keygen", str(path)).returncode == 0
+    return path
+
+
+@pytest.fixture
+def bundle(demo_registry: RegistryServer, key: Path, tmp_path: Path, run_airgap: RunAirgap) -> Path:
+    out = tmp_path / "bundle"
+    r = run_airgap("export", *[f"{demo_registry.host}/{n}" for n in DEMO_IMAGE_NAMES], "--output", str(out),
+                   "--key", str(key), "--chunk-size", "1MiB")
+    assert r.returncode == 0, r.output
+    return out
+
+
+def do_import(run_airgap: RunAirgap, bundle: Path, key: Path, to: str, tmp_path: Path, *extra: str) -> Any:
+    return run_airgap("import", str(bundle), "--to", to, "--pubkey", f"{key}.pub",
+                      "--state-dir", str(tmp_path / "state"), *extra)
+
+
+def test_round_trip_with_prefix_json_and_noop_rerun(bundle: Path, key: Path, registry2: RegistryServer,
+                                                    tmp_path: Path, run_airgap: RunAirgap,
+                                                    demo_layout: tuple[Path, list[Any]],
+                                                    demo_registry: RegistryServer) -> None:
+    r = do_import(run_airgap, bundle, key, f"{registry2.host}/mirror", tmp_path, "--json")
+    assert r.returncode == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["target"] == f"{registry2.host}/mirror"
+    digests = {i.name: i.digest for i in demo_layout[1]}
+    for img in doc["images"]:
+        name = img["source"].removeprefix(f"{demo_registry.host}/")
+        assert img["status"] == "ok" and img["digest"] == digests[name]
+        assert img["target"] == f"{registry2.host}/mirror/{name}"
+        assert img["target_by_digest"] == f"{registry2.host}/mirror/{name.split(':')[0]}@{digests[name]}"
+        assert skopeo_digest(img["target"]) == digests[name] == skopeo_digest(img["target_by_digest"])
+    # shared base layers go once and are mounted into the other repositories
+    assert doc["blobs"]["mounted"] >= 2 and doc["blobs"]["skipped"] == 0
+    again = do_import(run_airgap, bundle, key, f"{registry2.host}/mirror", tmp_path)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    # the audit log has both runs, and no secrets
+    audit = [json.loads(line) for line in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()]
+    assert [a["event"] for a in audit] == ["import", "import"] and all(a["outcome"] == "ok" for a in audit)
+    assert audit[0]["bundle_id"] == doc["bundle_id"] and audit[0]["key_id"].startswith("ed25519:")
+    assert {i["digest"] for i in audit[0]["images"]} == set(digests.values())
+
+
+def test_blobs_already_in_target_are_skipped(bundle: Path, key: Path, demo_registry: RegistryServer,
+                                             registry2: RegistryServer, tmp_path: Path, run_airgap: RunAirgap) -> None:
+    # the target already holds the large image under the same name
+    assert run_airgap("copy", f"{demo_registry.host}/demo/large:1.0", f"{registry2.host}/demo/large").returncode == 0
+    r = do_import(run_airgap, bundle, key, registry2.host, tmp_path, "--json")
+    assert r.returncode == 0, r.output
+    assert json.loads(r.stdout)["blobs"]["skipped"] >= 2
+
+
+def test_partial_import_reads_only_its_chunks(bundle: Path, key: Path, registry2: RegistryServer, tmp_path: Path,
+                                              run_airgap: RunAirgap, demo_registry: RegistryServer) -> None:
+    m = BundleManifest.parse((bundle / "manifest.json").read_bytes())
+    base_a = next(i for i in m.images if i.repository == "demo/base-a")
+    needed = {m.chunks[c].name for c in m.chunks_of_image(base_a)}
+    for c in m.chunks:
+        if c.name not in needed:
+            (bundle / c.name).unlink()
+    r = do_import(run_airgap, bundle, key, registry2.host, tmp_path, "--image", "demo/base-a:1.0")
+    assert r.returncode == 0, r.output
+    assert skopeo_digest(f"{registry2.host}/demo/base-a:1.0") == str(base_a.digest)
+    catalog = registry2.client().get("/v2/_catalog").json()["repositories"]
+    assert catalog == ["demo/base-a"]
+    # without --image the missing chunks are named with the images that need them
+    r = do_import(run_airgap, bundle, key, registry2.host, tmp_path)
+    assert r.returncode != 0 and "missing" in r.stderr and "demo/large:1.0" in r.stderr
+    assert "can be imported now with --image" in r.stderr
+
+
+def test_unknown_image_selection(bundle: Path, key: Path, registry2: RegistryServer, tmp_path: Path,
+                                 run_airgap: RunAirgap) -> None:
+    r = do_import(run_airgap, bundle, key, registry2.host, tmp_path, "--image", "demo/nope:1.0")
+    assert r.returncode == 2 and "has no image 'demo/nope:1.0'" in r.stderr
+
+
+def test_clashing_targets_refused_unless_source_host_kept(registry_factory: RegistryFactory, key: Path,
+                                                          tmp_path: Path, run_airgap: RunAirgap) -> None:
+    one, two, target = registry_factory(), registry_factory(), registry_factory()
+    for reg, seed in ((one, "one"), (two, "two")):
+        img = make_oci_layout(tmp_path / f"layout-{seed}", tag="v1", seed=seed)
+        skopeo_copy(img.ref, f"docker://{reg.host}/team/app:v1")
+    out = tmp_path / "bundle"
+    r = run_airgap("export", f"{one.host}/team/app:v1", f"{two.host}/team/app:v1", "--output", str(out),
+                   "--key", str(key))
+    assert r.returncode == 0, r.output
+    r = do_import(run_airgap, out, key, target.host, tmp_path)
+    assert r.returncode == 2 and f"would both land on {target.host}/team/app:v1" in r.stderr
+    assert "--keep-source-host" in r.stderr
+    assert target.client().get("/v2/_catalog").json()["repositories"] == []
+    r = do_import(run_airgap, out, key, f"{target.host}/dr", tmp_path, "--keep-source-host")
+    assert r.returncode == 0, r.output
+    for reg in (one, two):
+        host_part = reg.host.replace(":", "-")
+        assert skopeo_digest(f"{target.host}/dr/{host_part}/team/app:v1") == skopeo_digest(f"{reg.host}/team/app:v1")
+
+
+def test_digest_only_images_stay_digest_references(demo_registry: RegistryServer, registry2: RegistryServer,
+                                                   key: Path, tmp_path: Path, run_airgap: RunAirgap,
+                                                   demo_layout: tuple[Path, list[Any]]) -> None:
+    digest = next(i.digest for i in demo_layout[1] if i.name == "demo/multi:1.0")
+    out = tmp_path / "bundle"
+    r = run_airgap("export", f"{demo_registry.host}/demo/multi@{digest}", "--output", str(out), "--key", str(key))
+    assert r.returncode == 0, r.output
+    r = do_import(run_airgap, out, key, registry2.host, tmp_path, "--json")
+    assert r.returncode == 0, r.output
+    assert json.loads(r.stdout)["images"][0]["target"] == f"{registry2.host}/demo/multi@{digest}"
+    assert skopeo_digest(f"{registry2.host}/demo/multi@{digest}") == digest
+    assert not registry2.client().get("/v2/demo/multi/tags/list").json().get("tags")
+
+
+def test_disaster_recovery_whole_registry(demo_registry: RegistryServer, registry2: RegistryServer, key: Path,
+                                          tmp_path: Path, run_airgap: RunAirgap) -> None:
+    out = tmp_path / "backup"
+    r = run_airgap("export", "--all-repositories", demo_registry.host, "--output", str(out), "--key", str(key))
+    assert r.returncode == 0, r.output
+    r = do_import(run_airgap, out, key, registry2.host, tmp_path)
+    assert r.returncode == 0, r.output
+    src = demo_registry.client()
+    dst = registry2.client()
+    repos = src.get("/v2/_catalog").json()["repositories"]
+    assert dst.get("/v2/_catalog").json()["repositories"] == repos
+    for repo in repos:
+        tags = src.get(f"/v2/{repo}/tags/list").json()["tags"]
+        assert dst.get(f"/v2/{repo}/tags/list").json()["tags"] == tags
+        for tag in tags:
+            assert skopeo_digest(f"{registry2.host}/{repo}:{tag}") == skopeo_digest(f"{demo_registry.host}/{repo}:{tag}")
+
+
+def test_dry_run_pushes_nothing(bundle: Path, key: Path, registry2: RegistryServer, tmp_path: Path,
+                                run_airgap: RunAirgap) -> None:
+    r = do_import(run_airgap, bundle, key, f"{registry2.host}/x", tmp_path, "--dry-run")
+    assert r.returncode == 0, r.output
+    assert f"-> {registry2.host}/x/demo/large:1.0" in r.stdout
+    assert registry2.client().get("/v2/_catalog").json()["repositories"] == []
+
+
+def test_insecure_skip_signature_is_loud_and_audited(bundle: Path, registry2: RegistryServer, tmp_path: Path,
+                                                     run_airgap: RunAirgap) -> None:
+    (bundle / "manifest.json.sig").unlink()
+    r = run_airgap("import", str(bundle), "--to", registry2.host, "--state-dir", str(tmp_path / "state"))
+    assert r.returncode == 2 and "--pubkey" in r.stderr
+    r = run_airgap("import", str(bundle), "--to", registry2.host, "--insecure-skip-signature",
+                   "--state-dir", str(tmp_path / "state"), "--image", "demo/base-a:1.0")
+    assert r.returncode == 0, r.output
+    assert "NOT checked" in r.stderr
+    records = [json.loads(x) for x in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()]
+    assert records[-1]["insecure_skip_signature"] is True and records[-1]["outcome"] == "ok"
+    assert records[0]["outcome"] == "failed"
+
+
+def test_import_from_copied_media_dirs(bundle: Path, key: Path, registry2: RegistryServer, tmp_path: Path,
+                                       run_airgap: RunAirgap) -> None:
+    disc1, disc2 = tmp_path / "disc1", tmp_path / "disc2"
+    disc1.mkdir()
+    disc2.mkdir()
+    chunks = sorted(bundle.glob("chunk-*.bin"))
+    for c in chunks[: len(chunks) // 2]:
+        shutil.move(c, disc1 / c.name)
+    for c in chunks[len(chunks) // 2:]:
+        shutil.move(c, disc2 / c.name)
+    r = do_import(run_airgap, bundle, key, registry2.host, tmp_path, "--media", str(disc1), "--media", str(disc2))
+    assert r.returncode == 0, r.output
+    v = run_airgap("verify", str(bundle), "--pubkey", f"{key}.pub", "--media", str(disc1), "--media", str(disc2))
+    assert v.returncode == 0, v.output
