@@ -146,7 +146,8 @@ def test_disaster_recovery_whole_registry(demo_registry: RegistryServer, registr
         tags = src.get(f"/v2/{repo}/tags/list").json()["tags"]
         assert dst.get(f"/v2/{repo}/tags/list").json()["tags"] == tags
         for tag in tags:
-            assert skopeo_digest(f"{registry2.host}/{repo}:{tag}") == skopeo_digest(f"{demo_registry.host}/{repo}:{tag}")
+            want = skopeo_digest(f"{demo_registry.host}/{repo}:{tag}")
+            assert skopeo_digest(f"{registry2.host}/{repo}:{tag}") == want
 
 
 def test_dry_run_pushes_nothing(bundle: Path, key: Path, registry2: RegistryServer, tmp_path: Path,
