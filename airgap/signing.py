@@ -540,7 +540,12 @@ def _write_new(path: Path, content: bytes, mode: int, overwrite: bool) -> None:
     """Write ``content`` to a temporary file created with ``mode``, fsync it and rename it to ``path``."""
     directory = path.parent
     tmp = directory / f".{path.name}.tmp-{secrets.token_hex(6)}"
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
+    except OSError as exc:
+        raise KeyFileError(f"cannot create {path}: {exc.strerror or exc}",
+                           hint="choose a directory you can write to") from None
     try:
         try:
             os.fchmod(fd, mode)  # exact mode, whatever the umask

@@ -530,3 +530,16 @@ def test_malformed_signature(signer: PrivateKey, change: dict[str, Any], message
 def test_signature_not_json(signer: PrivateKey, content: bytes) -> None:
     with pytest.raises(MalformedSignature, match="not an airgap signature file"):
         verify(DATA, content, [signer.public])
+
+
+def test_keygen_creates_missing_directories_and_reports_unwritable(tmp_path: Path) -> None:
+    from airgap.signing import KeyFileError as _KeyFileError
+    from airgap.signing import generate_keypair as _gen
+
+    key = tmp_path / "new" / "dir" / "k"
+    _gen(key, opslimit=OPSLIMIT_INTERACTIVE, memlimit=MEMLIMIT_INTERACTIVE)
+    assert key.exists() and (tmp_path / "new" / "dir" / "k.pub").exists()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(_KeyFileError, match="cannot create"):
+        _gen(blocker / "k")
