@@ -338,3 +338,20 @@ def test_interrupted_export_of_other_options_is_not_mixed(demo_registry: Registr
     proxy.clear()
     r = run_airgap("export", *args, "--chunk-size", "1MiB")
     assert r.returncode == 0, r.output
+
+
+def test_export_is_audited(demo_registry: RegistryServer, key: Path, tmp_path: Path, run_airgap: RunAirgap) -> None:
+    log = tmp_path / "audit.jsonl"
+    out = tmp_path / "bundle"
+    r = run_airgap("export", f"{demo_registry.host}/demo/base-a:1.0", "--output", str(out), "--key", str(key),
+                   "--audit-log", str(log))
+    assert r.returncode == 0, r.output
+    bad = run_airgap("export", f"{demo_registry.host}/demo/nope:1.0", "--output", str(tmp_path / "b2"),
+                     "--key", str(key), "--audit-log", str(log))
+    assert bad.returncode == 5
+    records = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [(x["event"], x["outcome"]) for x in records] == [("export", "ok"), ("export", "failed")]
+    manifest = BundleManifest.parse((out / "manifest.json").read_bytes())
+    assert records[0]["bundle_id"] == manifest.bundle_id
+    assert records[0]["images"][0]["digest"] == str(manifest.images[0].digest)
+    assert "demo/nope" in records[1]["error"] and records[1]["user"] and records[1]["host"]

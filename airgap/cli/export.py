@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
+from airgap import audit
 from airgap.cli.options import keychain_with, make_registries, parse_platforms, registry_options
 from airgap.cli.progress import ProgressBar
-from airgap.errors import InvalidInput
+from airgap.errors import AirgapError, InvalidInput
 from airgap.export import ExportOptions, expand_registry, expand_repository, export, make_requests, plan_members
 from airgap.inputs import DEFAULT_CHUNK_SIZE, MEDIA_PRESETS, format_size, parse_chunk_size, parse_images_file
 from airgap.model.platform import Platform
@@ -78,12 +79,15 @@ def _media_count(size: int, chunk_size: int) -> str:
 @click.option("--compression-level", type=click.IntRange(1, 19), default=3, show_default=True,
               help="zstd level for content that is not already compressed.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (images, blobs, sizes, chunks) and write nothing.")
+@click.option("--audit-log", type=click.Path(dir_okay=False, path_type=Path),
+              help="Append-only audit log (default $XDG_STATE_HOME/airgap/audit.jsonl, or $AIRGAP_AUDIT_LOG).")
 @registry_options
 @click.pass_obj
 def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | None, repositories: tuple[str, ...],
                registries_all: tuple[str, ...], tag_regex: str | None, output: Path, key_path: Path | None,
                passphrase_file: Path | None, chunk_size: str, platforms: tuple[str, ...], compression_level: int,
-               dry_run: bool, insecure: tuple[str, ...], ca_certs: tuple[str, ...], jobs: int, retries: int) -> None:
+               dry_run: bool, audit_log: Path | None, insecure: tuple[str, ...], ca_certs: tuple[str, ...], jobs: int,
+               retries: int) -> None:
     """Pull images into a signed bundle of fixed-size chunk files in --output.
 
     The chunks, concatenated, are one zstd-compressed tar in OCI image-layout form; each blob is stored
@@ -108,9 +112,19 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
                        f"{format_size(total)} after; at most {_media_count(total, size)} of {format_size(size)}")
             return
         assert key is not None
-        with ProgressBar(quiet=obj["quiet"], desc="export") as bar:
-            result = export(registries, requests, output, key, options, progress=bar)
+        log_path = audit_log or audit.default_audit_log()
+        base = {"output": str(output), "key_id": key.public.key_id, "chunk_size": size}
+        try:
+            with ProgressBar(quiet=obj["quiet"], desc="export") as bar:
+                result = export(registries, requests, output, key, options, progress=bar)
+        except AirgapError as exc:
+            audit.append(log_path, "export", outcome="failed", error=str(exc),
+                         images=[str(r.source) for r in requests], **base)
+            raise
     m = result.manifest
+    audit.append(log_path, "export", outcome="ok", bundle_id=m.bundle_id, already_complete=result.already_complete,
+                 images=[{"reference": i.reference, "digest": str(i.digest)} for i in m.images],
+                 chunks=len(m.chunks), stream_size=m.stream_size, **base)
     if result.already_complete:
         click.echo(f"{output} already holds this complete bundle ({m.bundle_id}); nothing to do")
         return
