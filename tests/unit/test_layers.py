@@ -41,18 +41,20 @@ def test_transfer_knows_no_edge() -> None:
 
 
 def test_only_registry_speaks_http() -> None:
-    for sub in ("model", "transfer", "layout", "cli", "streams", "errors"):
+    for sub in ("model", "transfer", "layout", "bundle", "cli", "streams", "errors", "signing", "inputs"):
         assert offenders(sub, ("httpx",)) == [], sub
 
 
 def test_only_cli_uses_click_and_tqdm() -> None:
-    for sub in ("model", "transfer", "layout", "registry", "streams", "errors", "copy", "login"):
+    for sub in ("model", "transfer", "layout", "registry", "bundle", "streams", "errors", "copy", "login", "export",
+                "importing", "verify", "signing", "inputs", "audit", "journal", "sources"):
         assert offenders(sub, ("click", "tqdm", "airgap.cli")) == [], sub
 
 
 def test_edges_do_not_import_each_other() -> None:
     assert offenders("registry", ("airgap.layout", "airgap.transfer", "airgap.cli")) == []
-    assert offenders("layout", ("airgap.registry", "airgap.cli")) == []
+    assert offenders("layout", ("airgap.registry", "airgap.cli", "airgap.bundle")) == []
+    assert offenders("bundle", ("airgap.registry", "airgap.cli", "airgap.layout", "httpx")) == []
 
 
 def test_library_never_prints() -> None:
