@@ -456,7 +456,8 @@ class Session:
         if status >= 500:
             return RegistryError(msg, hint="the registry failed; run again later, or tell its admin",
                                  retryable=True, **kw)
-        return RegistryError(msg, hint="see the registry's answer above", **kw)
+        return RegistryError(msg, hint="the registry refused the request (its answer is in parentheses); "
+                                       "check the image and the registry's logs", **kw)
 
 
 def check_login(session: Session) -> None:

@@ -151,8 +151,20 @@ def _run_all(jobs: int, tasks: list[object], keep_going: bool = False) -> list[t
     with ``keep_going`` run them all and return the failures as (task index, error)."""
     if not tasks:
         return []
+    stop = threading.Event()
+
+    def guarded(task: object) -> None:
+        if stop.is_set():  # a task that was already picked up when another failed: do not start its work
+            return
+        try:
+            task()  # type: ignore[operator]
+        except BaseException:
+            if not keep_going:
+                stop.set()
+            raise
+
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="airgap") as pool:
-        futures: list[Future[None]] = [pool.submit(t) for t in tasks]  # type: ignore[arg-type]
+        futures: list[Future[None]] = [pool.submit(guarded, t) for t in tasks]
         if keep_going:
             wait(futures)
             out = []
