@@ -26,6 +26,7 @@ MAX_SIZE = 1 << 50  # 1 PiB
 MAX_SEGMENT = 256 * 1024 * 1024
 CHUNK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 FILES = ("oci-layout", "index.json")
+RESERVED = ("base", "relies_on", "parity", "referrers")  # later format features (deltas, parity, referrers)
 
 
 class ManifestError(InvalidInput):
@@ -299,8 +300,11 @@ class _Parser:
         if pos != stream_size:
             raise ManifestError("manifest.json: the blobs do not fill the stream")
         images = [self._image(i, n) for n, i in enumerate(self._list(o, "images", "manifest", MAX_IMAGES))]
-        known = {f: f for f in ("base", "relies_on", "parity", "referrers")}
-        extensions = {k: o[k] for k in known if k in o}
+        later = [k for k in RESERVED if o.get(k)]
+        if later:
+            raise ManifestError(f"this bundle uses {', '.join(later)}, which this airgap does not implement",
+                                hint="use a newer airgap to read it")
+        extensions: dict[str, Any] = {}
         return BundleManifest(
             bundle_id=self._get(o, "bundle_id", str, "manifest")[:128],
             created=self._get(o, "created", str, "manifest")[:64],

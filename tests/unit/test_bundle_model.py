@@ -1,0 +1,185 @@
+"""The bundle manifest parser and the stream encoding, as untrusted input and by property."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from airgap.bundle.files import BundleError
+from airgap.bundle.frames import compressed_frame, stored_frame
+from airgap.bundle.reader import BundleReader
+from airgap.bundle.stream import Member
+from airgap.bundle.tarfmt import END_OF_ARCHIVE, blob_path
+from airgap.bundle.writer import write_stream
+from airgap.errors import DigestMismatch, InvalidInput
+from airgap.model.bundle import BundleManifest, ManifestError, StoredBlob, StoredFile
+from airgap.model.digest import Digest
+
+
+def noise(n: int, seed: int = 0) -> bytes:
+    out = b""
+    while len(out) < n:
+        out += hashlib.sha256(f"{seed}:{len(out)}".encode()).digest()
+    return out[:n]
+
+
+def build(tmp: Path, blobs: list[bytes], *, chunk_size: int = 4096, segment: int = 4096,
+          media_type: str = "application/octet-stream") -> tuple[BundleManifest, Path]:
+    members = [Member("oci-layout", 2, data=b"{}")]
+    for data in blobs:
+        members.append(Member(blob_path(Digest.of(data).hex), len(data), media_type, Digest.of(data), data=data))
+    members.append(Member("index.json", 2, data=b"{}", trailer=END_OF_ARCHIVE))
+    chunks, spans, _ = write_stream(tmp, members, chunk_size=chunk_size, segment=segment, level=3, jobs=2)
+    stored = tuple(StoredBlob(m.digest, m.size, media_type, s) for m, s in zip(members, spans, strict=True)
+                   if m.digest)
+    files = tuple(StoredFile(m.path, m.size, s) for m, s in zip(members, spans, strict=True) if not m.digest)
+    manifest = BundleManifest("b-test", "2026-01-01T00:00:00Z", "test", "ed25519:0", chunk_size, segment,
+                              sum(c.size for c in chunks), tuple(chunks), files, stored, ())
+    return BundleManifest.parse(manifest.to_json()), tmp
+
+
+def test_round_trip_and_random_access(tmp_path: Path) -> None:
+    blobs = [bytes(range(256)) * 50, b"", b"x" * 9000, b"tiny"]
+    m, d = build(tmp_path, blobs, media_type="application/vnd.oci.image.layer.v1.tar")
+    reader = BundleReader(m, [d], verify_chunks=True)
+    assert reader.check_all().ok
+    for data in blobs:
+        for offset in sorted({0, len(data) // 3, max(0, len(data) - 1)}):
+            with reader.open_blob(Digest.of(data), offset) as chunks:
+                assert b"".join(chunks) == data[offset:]
+    # the chunks are a plain zstd stream of a tar archive
+    stream = b"".join((d / c.name).read_bytes() for c in m.chunks)
+    raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(stream), read_across_frames=True).read()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        names = tar.getnames()
+    assert names[0] == "oci-layout" and names[-1] == "index.json" and len(names) == len(blobs) + 2
+
+
+def test_corrupt_chunk_is_named(tmp_path: Path) -> None:
+    m, d = build(tmp_path, [noise(20000)])
+    victim = d / m.chunks[1].name
+    data = bytearray(victim.read_bytes())
+    data[10] ^= 1
+    victim.write_bytes(bytes(data))
+    reader = BundleReader(m, [d], verify_chunks=True)
+    with pytest.raises(BundleError, match=f"chunk {m.chunks[1].name} is corrupt"), \
+            reader.open_blob(m.blobs[0].digest) as chunks:
+        b"".join(chunks)
+    # without the whole-chunk check, the blob's own digest still catches it
+    unchecked = BundleReader(m, [d])
+    with pytest.raises((DigestMismatch, InvalidInput, BundleError)), unchecked.open_blob(m.blobs[0].digest) as chunks:
+        b"".join(chunks)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.binary(max_size=10000), min_size=1, max_size=5, unique=True), st.integers(1024, 9000),
+       st.data())
+def test_any_blobs_any_chunking(tmp_path_factory: Any, blobs: list[bytes], chunk_size: int, data: Any) -> None:
+    d = tmp_path_factory.mktemp("b")
+    m, _ = build(d, blobs, chunk_size=chunk_size, segment=4096)
+    reader = BundleReader(m, [d], verify_chunks=True)
+    blob = data.draw(st.sampled_from(blobs))
+    offset = data.draw(st.integers(0, len(blob)))
+    with reader.open_blob(Digest.of(blob), offset) as chunks:
+        assert b"".join(chunks) == blob[offset:]
+
+
+@given(st.binary(max_size=300_000))
+@settings(max_examples=30, deadline=None)
+def test_frames_decode_to_their_content(data: bytes) -> None:
+    d = zstandard.ZstdDecompressor()
+    for frame in (stored_frame(data), compressed_frame(data, 3)):
+        assert d.stream_reader(io.BytesIO(frame), read_across_frames=True).read() == data
+
+
+# -- hostile manifests ---------------------------------------------------------------------------
+
+
+def good_manifest(tmp_path: Path) -> dict[str, Any]:
+    m, _ = build(tmp_path, [noise(10000), b"world"])
+    return json.loads(m.to_json())  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "/abs", "a\\b", "nul\x00", ".hidden", "..", "", "x" * 200,
+                                  "manifest.json"])
+def test_unsafe_chunk_names_refused(tmp_path: Path, name: str) -> None:
+    doc = good_manifest(tmp_path)
+    doc["chunks"][0]["name"] = name
+    with pytest.raises(ManifestError):
+        BundleManifest.parse(json.dumps(doc).encode())
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: d.update(version=2),
+    lambda d: d.update(format="other"),
+    lambda d: d["chunks"][0].update(size=d["chunks"][0]["size"] - 1),
+    lambda d: d["chunks"].append(dict(d["chunks"][-1], name="chunk-extra.bin")),
+    lambda d: d["chunks"].__setitem__(1, dict(d["chunks"][1], name=d["chunks"][0]["name"])),
+    lambda d: d["blobs"][0].update(offset=d["blobs"][0]["offset"] + 1),
+    lambda d: d["blobs"][0].update(size=-1),
+    lambda d: d["blobs"][0].update(size=True),
+    lambda d: d["blobs"][0].update(frames=[]),
+    lambda d: d["blobs"][0].update(frames=[1] * 100),
+    lambda d: d["blobs"][0].update(digest="sha256:" + "Z" * 64),
+    lambda d: d["blobs"].append(d["blobs"][0]),
+    lambda d: d["files"][0].update(path="../../etc/passwd"),
+    lambda d: d["stream"].update(size=d["stream"]["size"] + 1),
+    lambda d: d["stream"].update(segment_size=1),
+    lambda d: d.update(chunk_size=0),
+    lambda d: d.update(images=[{"registry": "a/b", "repository": "x", "tag": "t", "digest": "sha256:" + "a" * 64,
+                                "media_type": "m", "platforms": [], "manifests": [], "blobs": []}]),
+    lambda d: d.update(images=[{"registry": "r", "repository": "../x", "tag": "t", "digest": "sha256:" + "a" * 64,
+                                "media_type": "m", "platforms": [], "manifests": [], "blobs": []}]),
+    lambda d: d.update(parity={"k": 1}),
+    lambda d: d.update(chunks="nope"),
+])
+def test_inconsistent_manifests_refused(tmp_path: Path, mutate: Any) -> None:
+    doc = good_manifest(tmp_path)
+    mutate(doc)
+    with pytest.raises(ManifestError):
+        BundleManifest.parse(json.dumps(doc).encode())
+
+
+def test_deep_nesting_and_garbage(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError):
+        BundleManifest.parse(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(ManifestError):
+        BundleManifest.parse(b"\xff\xfe garbage")
+    with pytest.raises(ManifestError):
+        BundleManifest.parse(b'"just a string"')
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(st.dictionaries(st.sampled_from(["format", "version", "stream", "chunks", "blobs", "files", "images",
+                                        "chunk_size", "bundle_id", "parity"]), json_values, max_size=10))
+@settings(max_examples=200, deadline=None)
+def test_parser_never_crashes(doc: dict[str, Any]) -> None:
+    doc.setdefault("format", "airgap-bundle")
+    with contextlib.suppress(ManifestError):
+        BundleManifest.parse(json.dumps(doc).encode())
+
+
+@given(st.data())
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_mutated_good_manifest_never_crashes(tmp_path: Path, data: Any) -> None:
+    raw = bytearray(json.dumps(good_manifest(tmp_path)).encode())
+    for _ in range(data.draw(st.integers(1, 5))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    with contextlib.suppress(ManifestError):
+        BundleManifest.parse(bytes(raw))
