@@ -149,3 +149,29 @@ def test_tls_with_htpasswd_and_login(demo_registry: RegistryServer, registry_fac
     assert r.returncode == 0, r.output
     assert skopeo_digest(f"{target.host}/t/dockerlist:1.0", creds=target.creds, cert_dir=target.cert_dir,
                          tls_verify=True) == skopeo_digest(f"{demo_registry.host}/demo/dockerlist:1.0")
+
+
+def test_ctrl_c_stops_promptly_and_resumes(demo_registry: RegistryServer, registry2: RegistryServer,
+                                           run_airgap: RunAirgap, airgap_env: dict[str, str],
+                                           fault_proxy_factory: Any) -> None:
+    import signal
+    import subprocess
+    import time
+
+    from conftest import AIRGAP
+
+    proxy = fault_proxy_factory(demo_registry.host)
+    proxy.rate_limit(256 * 1024)  # the 2 MiB layer takes ~8 s
+    src, dst = f"{proxy.host}/demo/large:1.0", f"{registry2.host}/demo/large"
+    proc = subprocess.Popen(AIRGAP + ["copy", src, dst], env=airgap_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and time.monotonic() - t0 < 3.0
+    assert "interrupted; run the same command again to resume" in err and "Traceback" not in err
+    proxy.rate_limit(None)
+    r = run_airgap("copy", src, dst)
+    assert r.returncode == 0, r.output
+    assert skopeo_digest(f"{registry2.host}/demo/large:1.0") == skopeo_digest(f"{demo_registry.host}/demo/large:1.0")

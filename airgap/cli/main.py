@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 
@@ -47,12 +48,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         click.echo(f"airgap: error: {exc}", err=True)
         return exc.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("airgap: interrupted; run the same command again to resume", err=True)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        click.echo("airgap: interrupted; run the same command again to resume", err=True)
-        return EXIT_INTERRUPTED
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # worker threads may be in the middle of a transfer: leave now (everything written is resumable)
+        os._exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code

@@ -163,7 +163,8 @@ def _run_all(jobs: int, tasks: list[object], keep_going: bool = False) -> list[t
                 stop.set()
             raise
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="airgap") as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="airgap")
+    try:
         futures: list[Future[None]] = [pool.submit(guarded, t) for t in tasks]
         if keep_going:
             wait(futures)
@@ -174,6 +175,7 @@ def _run_all(jobs: int, tasks: list[object], keep_going: bool = False) -> list[t
                     out.append((n, exc))
                 elif exc is not None:
                     raise exc
+            pool.shutdown(wait=True)
             return out
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for f in done:
@@ -182,4 +184,13 @@ def _run_all(jobs: int, tasks: list[object], keep_going: bool = False) -> list[t
                 for p in pending:
                     p.cancel()
                 raise exc
+    except KeyboardInterrupt:
+        # Ctrl-C: start nothing more and do not wait for transfers in flight (every step is resumable)
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return []
