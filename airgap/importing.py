@@ -16,7 +16,7 @@ from pathlib import Path
 from airgap.bundle.files import BundleError
 from airgap.bundle.reader import BundleReader, ChunkMissing, ChunkProblem
 from airgap.bundle.source import BUNDLE_HOST, BundleSource
-from airgap.errors import InvalidInput, InvalidReference, RegistryError
+from airgap.errors import AirgapError, InvalidInput, InvalidReference, RegistryError
 from airgap.journal import ImportJournal
 from airgap.model.bundle import BundleImage, BundleManifest
 from airgap.model.digest import Digest
@@ -27,7 +27,7 @@ from airgap.registry.pool import Registries
 from airgap.streams import BlobOpener
 from airgap.transfer.engine import FailedImage, TransferResult, transfer
 from airgap.transfer.events import Progress, ignore
-from airgap.transfer.plan import ImageRequest, plan_image
+from airgap.transfer.plan import ImageRequest, PlannedImage, plan_image
 
 
 @dataclass(frozen=True)
@@ -161,9 +161,20 @@ def import_bundle(registries: Registries, reader: BundleReader, target: Target, 
         result.seconds = time.monotonic() - t0
         return result
     journal.started()
-    planned = [plan_image(source, m.request) for m in mapped]
-    result.transfer = transfer(source, JournaledSink(registries, journal), [m.request for m in mapped], jobs=jobs,
+    planned: list[PlannedImage] = []
+    unplanned: list[FailedImage] = []
+    for m in mapped:
+        try:
+            planned.append(plan_image(source, m.request))
+        except RegistryError:
+            raise
+        except AirgapError as exc:  # a damaged manifest in the bundle: leave this image out, like a damaged blob
+            unplanned.append(FailedImage(str(m.request.source), str(m.request.target), exc))
+    result.transfer = transfer(source, JournaledSink(registries, journal), [p.request for p in planned], jobs=jobs,
                                progress=progress, keep_going=True, planned=planned)
+    if unplanned:
+        order = {str(m.request.target): n for n, m in enumerate(mapped)}
+        result.transfer.failed = sorted(result.transfer.failed + unplanned, key=lambda f: order.get(f.target, 0))
     for failure in result.transfer.failed:
         if isinstance(failure.error, RegistryError):
             raise failure.error

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ class ImportJournal:
     sessions: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
     blobs: set[tuple[str, str]] = field(default_factory=set)
     done: bool = False
+    _torn: bool = field(default=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -29,14 +31,18 @@ class ImportJournal:
         key = hashlib.sha256(f"{bundle_id}\n{target}".encode()).hexdigest()[:16]
         directory = state_dir / "imports"
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        journal = cls(directory / f"{bundle_id[:40]}-{key}.jsonl")
+        # the id comes from manifest.json (untrusted even when signed): only safe characters reach the file name
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", bundle_id[:40])
+        journal = cls(directory / f"{name}-{key}.jsonl")
         journal._load()
         return journal
 
     def _load(self) -> None:
         if not self.path.exists():
             return
-        for line in self.path.read_text().splitlines():
+        text = self.path.read_bytes().decode("utf-8", "replace")
+        self._torn = bool(text) and not text.endswith("\n")  # a crash mid-write: end that line first
+        for line in text.splitlines():
             try:
                 rec = json.loads(line)
                 kind = rec["t"]
@@ -52,11 +58,13 @@ class ImportJournal:
                 elif kind == "start":
                     self.done = False
             except (ValueError, KeyError, TypeError):
-                break  # a torn last line: what came before stands
+                continue  # a line torn by a crash: the records before and after it stand
 
     def _append(self, rec: dict[str, Any]) -> None:
         line = json.dumps(rec, separators=(",", ":")) + "\n"
         with self._lock:
+            if self._torn:
+                line, self._torn = "\n" + line, False
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.write(fd, line.encode())

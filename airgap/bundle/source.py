@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from airgap.bundle.files import BundleError
 from airgap.bundle.reader import BundleReader
+from airgap.errors import AirgapError
 from airgap.model.digest import Digest
 from airgap.model.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifest
 from airgap.model.reference import Reference
@@ -25,8 +26,14 @@ class BundleSource:
         if blob.size > MAX_MANIFEST_BYTES:
             raise BundleError(f"manifest {digest} in the bundle is larger than {MAX_MANIFEST_BYTES} bytes")
         # small: its own digest is checked; the whole-chunk check is left to the blobs' reads
-        with self.reader.open_blob(digest, check=False) as chunks:
-            data = b"".join(chunks)
+        try:
+            with self.reader.open_blob(digest, check=False) as chunks:
+                data = b"".join(chunks)
+        except AirgapError:
+            # damaged bytes (digest, zstd or tar header error): name the chunk that holds them, if one is
+            for index in self.reader.manifest.chunks_for(blob.span):
+                self.reader.ensure_chunk(index)
+            raise
         return Manifest.parse(data, blob.media_type, where=f"manifest {digest} in the bundle")
 
     def blob_opener(self, ref: Reference, desc: Descriptor) -> BlobOpener:

@@ -24,7 +24,7 @@ MAX_BLOBS = 1_000_000
 MAX_IMAGES = 100_000
 MAX_SIZE = 1 << 50  # 1 PiB
 MAX_SEGMENT = 256 * 1024 * 1024
-CHUNK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+CHUNK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 FILES = ("oci-layout", "index.json")
 RESERVED = ("base", "relies_on", "parity", "referrers")  # later format features (deltas, parity, referrers)
 

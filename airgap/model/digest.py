@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from airgap.errors import InvalidInput
 
 _HEX = {"sha256": 64, "sha512": 128}
-_RE = re.compile(r"^(sha256|sha512):([0-9a-f]+)$")
+_RE = re.compile(r"^(sha256|sha512):([0-9a-f]+)\Z")
 
 
 @dataclass(frozen=True, order=True)

@@ -293,7 +293,7 @@ class RegistryClient:
                 }, ok=(202, 201, 204))
                 location = newest[0] = self._location(resp)
                 offset += n
-                if sessions is not None and offset < desc.size:
+                if sessions is not None:
                     sessions.put(repository, str(desc.digest), location, offset)
             for _ in it:  # drain so the source verifies digest and size
                 pass
