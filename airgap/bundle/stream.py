@@ -8,10 +8,11 @@ So a reader can start decoding at any frame, and a writer can resume at any fram
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -50,15 +51,25 @@ def _content(member: Member) -> Iterator[bytes]:
         yield from chunks
 
 
-def member_frames(member: Member, *, segment: int, level: int, start: int = 0,
-                  on_bytes: Callable[[int], None] | None = None) -> Iterator[bytes]:
-    """The encoded frames ``start..`` of ``member``. Content before ``start`` is read (its digest must
-    still be checked) but not encoded."""
+def member_segments(member: Member, *, segment: int, start: int = 0,
+                    on_bytes: Callable[[int], None] | None = None,
+                    reserve: Callable[[int], None] | None = None) -> Iterator[tuple[int, bytes]]:
+    """The raw pieces ``(k, bytes)`` that frames ``start..`` of ``member`` encode (header and padding included).
+
+    Content before ``start`` is read (its digest must still be checked) but not returned. ``reserve(n)`` is
+    called before the bytes of each returned piece are gathered, so that a caller can bound memory.
+    """
     n = frame_count(member.size, segment)
     head = tarfmt.header(member.path, member.size)
     tail = tarfmt.padding(member.size) + member.trailer
+
+    def size_of(k: int) -> int:
+        return min(segment, member.size - k * segment) + (len(head) if k == 0 else 0) + (len(tail) if k == n - 1 else 0)
+
     buf = bytearray()
     k = 0
+    if reserve and start == 0:
+        reserve(size_of(0))
     for chunk in _content(member):
         if on_bytes:
             on_bytes(len(chunk))
@@ -67,11 +78,94 @@ def member_frames(member: Member, *, segment: int, level: int, start: int = 0,
             piece = bytes(buf[:segment])
             del buf[:segment]
             if k >= start:
-                yield encode((head if k == 0 else b"") + piece, store=member.store, level=level)
+                yield k, (head if k == 0 else b"") + piece
             k += 1
+            if reserve and k >= start:
+                reserve(size_of(k))
     if k != n - 1 or len(buf) != member.size - k * segment:
         raise DigestMismatch(f"{member.path} did not have the {member.size} bytes its descriptor says")
-    yield encode((head if k == 0 else b"") + bytes(buf) + tail, store=member.store, level=level)
+    yield k, (head if k == 0 else b"") + bytes(buf) + tail
+
+
+def member_frames(member: Member, *, segment: int, level: int, start: int = 0) -> Iterator[bytes]:
+    """The encoded frames ``start..`` of ``member``, one after the other (no parallelism)."""
+    for _, piece in member_segments(member, segment=segment, start=start):
+        yield encode(piece, store=member.store, level=level)
+
+
+class Budget:
+    """Bounds the bytes that members read ahead hold. The member being written (the head) is exempt, so
+    the pipeline always moves; it is bounded by its queue instead."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.head = 0
+        self.cancelled = False
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int, member: int) -> None:
+        with self._cond:
+            while member != self.head and self.used + n > self.limit and self.used > 0 and not self.cancelled:
+                self._cond.wait(0.5)
+            self.used += n
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+    def advance(self, head: int) -> None:
+        with self._cond:
+            self.head = head
+            self._cond.notify_all()
+
+    def cancel(self) -> None:
+        with self._cond:
+            self.cancelled = True
+            self._cond.notify_all()
+
+
+def encoded_frames(members: list[tuple[int, Member, int]], *, segment: int, level: int, jobs: int,
+                   budget_bytes: int = 24 * 1024 * 1024, depth: int = 3,
+                   on_bytes: Callable[[int], None] | None = None) -> Iterator[tuple[int, int, bytes]]:
+    """Encode ``(index, member, first frame)`` in order, as ``(index, frame number, frame)``.
+
+    Up to ``jobs`` members are read ahead on threads (network latency overlaps), and frames are encoded on
+    a pool of one thread per core (zstd releases the GIL), also the frames of one large member. Memory is
+    bounded: the head member holds at most ``depth`` frames, the others share ``budget_bytes``.
+    """
+    budget = Budget(budget_bytes)
+    encoders = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="airgap-zstd")
+
+    def producer(i: int) -> Callable[[], Iterator[tuple[int, int, Future[bytes], int]]]:
+        m, member, start = members[i]
+
+        def run() -> Iterator[tuple[int, int, Future[bytes], int]]:
+            reserved: list[int] = []
+
+            def reserve(n: int) -> None:
+                budget.acquire(n, i)
+                reserved.append(n)
+
+            for k, piece in member_segments(member, segment=segment, start=start, on_bytes=on_bytes,
+                                            reserve=reserve):
+                cost = reserved.pop(0) if reserved else 0
+                yield m, k, encoders.submit(encode, piece, store=member.store, level=level), cost
+            for extra in reserved:  # reserved for a piece that never came (an error is on its way)
+                budget.release(extra)
+
+        return run
+
+    try:
+        for m, k, future, cost in ordered([producer(i) for i in range(len(members))], jobs=jobs, depth=depth,
+                                          on_head=budget.advance):
+            frame = future.result()
+            budget.release(cost)
+            yield m, k, frame
+    finally:
+        budget.cancel()
+        encoders.shutdown(wait=True, cancel_futures=True)
 
 
 _END = object()
@@ -83,7 +177,8 @@ class _Failed:
         self.exc = exc
 
 
-def ordered(producers: list[Callable[[], Iterator[T]]], *, jobs: int, depth: int = 2) -> Iterator[T]:
+def ordered(producers: list[Callable[[], Iterator[T]]], *, jobs: int, depth: int = 2,
+            on_head: Callable[[int], None] | None = None) -> Iterator[T]:
     """Run producers on ``jobs`` threads, at most ``jobs`` ahead, and yield their items in order.
 
     Memory stays bounded: each running producer holds at most ``depth`` items.
@@ -116,6 +211,8 @@ def ordered(producers: list[Callable[[], Iterator[T]]], *, jobs: int, depth: int
                 pool.submit(run, submitted, q)
                 submitted += 1
             q = queues.pop(i)
+            if on_head is not None:
+                on_head(i)
             while True:
                 item = q.get()
                 if item is _END:

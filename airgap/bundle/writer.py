@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from airgap.bundle.chunks import ChunkWriter, FrameRecord, Journal
 from airgap.bundle.files import BundleError
-from airgap.bundle.stream import Member, member_frames, ordered
+from airgap.bundle.stream import Member, encoded_frames
 from airgap.model.bundle import Chunk, Span, frame_count
 
 STATE_DIR = ".airgap-export"
@@ -66,18 +66,10 @@ def write_stream(out_dir: Path, members: list[Member], *, chunk_size: int, segme
     skip = resumed - written
     expected_tail = _read_stream_tail(out_dir, journal.chunks, chunk_size, written, resumed) if skip else b""
 
-    def producer(m: int) -> Callable[[], Iterator[tuple[int, int, bytes]]]:
-        first = start_frame if m == start_member else 0
-
-        def run() -> Iterator[tuple[int, int, bytes]]:
-            for k, frame in enumerate(member_frames(members[m], segment=segment, level=level, start=first,
-                                                    on_bytes=on_bytes), start=first):
-                yield m, k, frame
-        return run
-
     writer = ChunkWriter(out_dir, chunk_size, journal)
     try:
-        for m, k, frame in ordered([producer(m) for m in range(start_member, len(members))], jobs=jobs):
+        todo = [(m, members[m], start_frame if m == start_member else 0) for m in range(start_member, len(members))]
+        for m, k, frame in encoded_frames(todo, segment=segment, level=level, jobs=jobs, on_bytes=on_bytes):
             data: bytes | memoryview = frame
             if skip:
                 cut = min(skip, len(frame))
