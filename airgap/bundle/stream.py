@@ -66,25 +66,33 @@ def member_segments(member: Member, *, segment: int, start: int = 0,
     def size_of(k: int) -> int:
         return min(segment, member.size - k * segment) + (len(head) if k == 0 else 0) + (len(tail) if k == n - 1 else 0)
 
-    buf = bytearray()
+    parts: list[bytes] = []  # the current piece's content, joined once (one copy per piece)
+    have = 0
     k = 0
     if reserve and start == 0:
         reserve(size_of(0))
     for chunk in _content(member):
         if on_bytes:
             on_bytes(len(chunk))
-        buf += chunk
-        while len(buf) >= segment and k < n - 1:
-            piece = bytes(buf[:segment])
-            del buf[:segment]
-            if k >= start:
-                yield k, (head if k == 0 else b"") + piece
-            k += 1
-            if reserve and k >= start:
-                reserve(size_of(k))
-    if k != n - 1 or len(buf) != member.size - k * segment:
+        while chunk:
+            if k == n - 1:  # the last piece takes the rest
+                parts.append(chunk)
+                have += len(chunk)
+                break
+            take = min(segment - have, len(chunk))
+            parts.append(chunk[:take] if take < len(chunk) else chunk)
+            have += take
+            chunk = chunk[take:]
+            if have == segment:
+                if k >= start:
+                    yield k, b"".join(([head] if k == 0 else []) + parts)
+                parts, have = [], 0
+                k += 1
+                if reserve and k >= start:
+                    reserve(size_of(k))
+    if k != n - 1 or have != member.size - k * segment:
         raise DigestMismatch(f"{member.path} did not have the {member.size} bytes its descriptor says")
-    yield k, (head if k == 0 else b"") + bytes(buf) + tail
+    yield k, b"".join(([head] if k == 0 else []) + parts + [tail])
 
 
 def member_frames(member: Member, *, segment: int, level: int, start: int = 0) -> Iterator[bytes]:
@@ -127,7 +135,7 @@ class Budget:
 
 
 def encoded_frames(members: list[tuple[int, Member, int]], *, segment: int, level: int, jobs: int,
-                   budget_bytes: int = 24 * 1024 * 1024, depth: int = 3,
+                   budget_bytes: int = 8 * 1024 * 1024, depth: int = 2,
                    on_bytes: Callable[[int], None] | None = None) -> Iterator[tuple[int, int, bytes]]:
     """Encode ``(index, member, first frame)`` in order, as ``(index, frame number, frame)``.
 
