@@ -355,3 +355,15 @@ def test_export_is_audited(demo_registry: RegistryServer, key: Path, tmp_path: P
     assert records[0]["bundle_id"] == manifest.bundle_id
     assert records[0]["images"][0]["digest"] == str(manifest.images[0].digest)
     assert "demo/nope" in records[1]["error"] and records[1]["user"] and records[1]["host"]
+
+
+def test_unwritable_output_is_a_clear_error(demo_registry: RegistryServer, key: Path, tmp_path: Path,
+                                            run_airgap: RunAirgap) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    r = run_airgap("export", f"{demo_registry.host}/demo/base-a:1.0", "--output", str(blocker / "bundle"),
+                   "--key", str(key))
+    assert r.returncode != 0 and "Traceback" not in r.output
+    assert r.stderr.count("\n") == 1 and str(blocker) in r.stderr
+    r = run_airgap("export", f"{demo_registry.host}/demo/base-a:1.0", "--output", str(blocker), "--key", str(key))
+    assert r.returncode == 2 and "is a file" in r.stderr and r.stderr.count("\n") == 1
