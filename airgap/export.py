@@ -23,7 +23,7 @@ from airgap.bundle.stream import Member
 from airgap.bundle.tarfmt import END_OF_ARCHIVE, blob_path
 from airgap.bundle.writer import STATE_DIR, write_stream
 from airgap.errors import InvalidInput
-from airgap.model.bundle import BundleImage, BundleManifest, StoredBlob, StoredFile
+from airgap.model.bundle import BundleImage, BundleManifest, BundleReferrer, StoredBlob, StoredFile
 from airgap.model.digest import Digest
 from airgap.model.manifest import OCI_INDEX
 from airgap.model.platform import Platform
@@ -32,7 +32,7 @@ from airgap.registry.pool import Registries
 from airgap.signing import PrivateKey, sign
 from airgap.sources import OCI_PREFIX, Sources
 from airgap.transfer.events import BytesMoved, Notice, Planned, Progress, ignore
-from airgap.transfer.plan import ImageRequest, plan_image
+from airgap.transfer.plan import ImageRequest, PlannedImage, ReferrerOptions, plan_image
 
 SEGMENT_SIZE = 4 * 1024 * 1024
 DEFAULT_LEVEL = 3
@@ -46,6 +46,8 @@ class ExportOptions:
     level: int = DEFAULT_LEVEL
     segment_size: int = SEGMENT_SIZE
     jobs: int = 4
+    referrers: ReferrerOptions = ReferrerOptions()  # signatures, SBOMs, attestations (all, by default)
+    require_signature: bool = False  # refuse images whose top manifest carries no signature artifact
 
 
 @dataclass
@@ -95,19 +97,26 @@ def request_key(requests: list[ImageRequest], options: ExportOptions) -> dict[st
     return {
         "images": [[str(r.source), [str(p) for p in r.platforms]] for r in requests],
         "chunk_size": options.chunk_size, "level": options.level, "segment_size": options.segment_size,
+        "referrers": [options.referrers.enabled, list(options.referrers.types)],
     }
 
 
 def _describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
-    for key in ("chunk_size", "level", "segment_size"):
+    for key in ("chunk_size", "level", "segment_size", "referrers"):
         if old.get(key) != new.get(key):
             return f"{key.replace('_', ' ')} {old.get(key)} there, {new.get(key)} now"
     return "a different list of images"
 
 
-def plan_members(sources: Sources, requests: list[ImageRequest],
-                 progress: Progress) -> tuple[list[_Entry], list[BundleImage], int, list[str]]:
-    """Resolve every image; return the stream's members in order, the images, and the bytes before dedup."""
+def plan_members(sources: Sources, requests: list[ImageRequest], progress: Progress,
+                 options: ExportOptions | None = None,
+                 ) -> tuple[list[_Entry], list[BundleImage], int, list[str], list[BundleReferrer]]:
+    """Resolve every image; return the stream's members in order, the images, the bytes before dedup, the
+    notices and the referrers (each image's referrers follow its own blobs and manifests in the stream)."""
+    referrer_options = options.referrers if options is not None else ReferrerOptions()
+    referrers: list[BundleReferrer] = []
+    referrer_keys: set[tuple[str, str, str, str | None]] = set()
+    unsigned: list[str] = []
     entries: list[_Entry] = [_Entry("oci-layout", 0, "", None, b'{"imageLayoutVersion":"1.0.0"}')]
     entries[0].size = len(entries[0].data or b"")
     seen: set[str] = set()
@@ -116,7 +125,9 @@ def plan_members(sources: Sources, requests: list[ImageRequest],
     before = 0
     notices: list[str] = []
     for request in requests:
-        planned = plan_image(sources, request)
+        planned = plan_image(sources, request, referrer_options)
+        if options is not None and options.require_signature and not planned.signed:
+            unsigned.append(str(request.source))
         for text in planned.notices:
             notices.append(text)
             progress(Notice(text))
@@ -144,16 +155,59 @@ def plan_members(sources: Sources, requests: list[ImageRequest],
             blobs=tuple(b.digest for b in planned.blobs),
         )
         images.append(image)
+        before += _add_referrers(planned, image, entries, seen, referrers, referrer_keys, source)
         index_entries.append({"mediaType": image.media_type, "digest": str(image.digest),
                               "size": planned.root.size, "annotations": {REF_NAME: image.reference}})
     index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index_entries},
                        separators=(",", ":")).encode()
     entries.append(_Entry("index.json", len(index), "", None, index))
-    return entries, images, before, notices
+    if unsigned:
+        raise InvalidInput(f"{len(unsigned)} image(s) carry no signature: {', '.join(unsigned)}",
+                           hint="sign them upstream (a cosign .sig tag, or a signature referrer such as cosign's "
+                                "or Notation's), or export without --require-signature")
+    return entries, images, before, notices, referrers
+
+
+def _add_referrers(planned: PlannedImage, image: BundleImage, entries: list[_Entry], seen: set[str],
+                   referrers: list[BundleReferrer], keys: set[tuple[str, str, str, str | None]], source: str) -> int:
+    """Append the referrers' new blobs and manifests to the stream's members; return their bytes before dedup."""
+    before = 0
+    for ref in planned.referrers:
+        key = (image.repository, str(ref.subject), str(ref.root.digest), ref.tag)
+        if key in keys:
+            continue
+        keys.add(key)
+        for blob in ref.blobs:
+            before += blob.size
+            if str(blob.digest) not in seen:
+                seen.add(str(blob.digest))
+                entries.append(_Entry(blob_path(blob.digest.hex), blob.size, blob.media_type, str(blob.digest),
+                                      source=source))
+        for m in ref.manifests:
+            before += m.size
+            if str(m.digest) not in seen:
+                seen.add(str(m.digest))
+                entries.append(_Entry(blob_path(m.digest.hex), m.size, m.media_type, str(m.digest), data=m.data))
+        referrers.append(BundleReferrer(
+            repository=image.repository, subject=ref.subject, digest=ref.root.digest, media_type=ref.root.media_type,
+            artifact_type=ref.artifact_type, tag=ref.tag, manifests=tuple(m.digest for m in ref.manifests),
+            blobs=tuple(b.digest for b in ref.blobs)))
+    return before
 
 
 def _image_json(i: BundleImage) -> dict[str, Any]:
     return json.loads(BundleManifest("", "", "", "", 1, 4096, 0, (), (), (), (i,)).to_json())["images"][0]  # type: ignore[no-any-return]
+
+
+def _referrer_json(r: BundleReferrer) -> dict[str, Any]:
+    doc = BundleManifest("", "", "", "", 1, 4096, 0, (), (), (), (), referrers=(r,)).to_json()
+    return json.loads(doc)["referrers"][0]  # type: ignore[no-any-return]
+
+
+def _referrer_from_json(d: dict[str, Any]) -> BundleReferrer:
+    return BundleReferrer(d["repository"], Digest.parse(d["subject"]), Digest.parse(d["digest"]), d["media_type"],
+                          d["artifact_type"], d["tag"], tuple(Digest.parse(x) for x in d["manifests"]),
+                          tuple(Digest.parse(x) for x in d["blobs"]))
 
 
 def _image_from_json(d: dict[str, Any]) -> BundleImage:
@@ -209,6 +263,8 @@ def export(registries: Registries, requests: list[ImageRequest], out_dir: Path, 
         wanted = {str(r.source) for r in requests}
         have = {str(Reference(i.registry, i.repository, i.tag)) if i.registry else "" for i in manifest.images}
         if manifest.chunk_size == options.chunk_size and wanted <= have | {""}:
+            # a run killed while removing its state after signing leaves some of it behind
+            shutil.rmtree(out_dir / STATE_DIR, ignore_errors=True)
             return ExportResult(manifest, out_dir, 0, already_complete=True)
         raise InvalidInput(f"output directory {out_dir} already holds a different bundle ({manifest.bundle_id})",
                            hint="choose an empty or new directory")
@@ -222,10 +278,11 @@ def export(registries: Registries, requests: list[ImageRequest], out_dir: Path, 
                 hint="run it with the same images and options to finish it, or choose another directory")
         entries = [_Entry.from_json(e) for e in state["members"]]
         images = [_image_from_json(i) for i in state["images"]]
+        referrers = [_referrer_from_json(r) for r in state.get("referrers", [])]
         before, notices = state["bytes_before_dedup"], state.get("notices", [])
         bundle_id, created = state["bundle_id"], state["created"]
     else:
-        entries, images, before, notices = plan_members(sources, requests, progress)
+        entries, images, before, notices, referrers = plan_members(sources, requests, progress, options)
         bundle_id = "b-" + uuid.uuid4().hex
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -234,6 +291,7 @@ def export(registries: Registries, requests: list[ImageRequest], out_dir: Path, 
             "version": STATE_VERSION, "request": key_now, "bundle_id": bundle_id, "created": created,
             "bytes_before_dedup": before, "notices": notices,
             "members": [e.to_json() for e in entries], "images": [_image_json(i) for i in images],
+            "referrers": [_referrer_json(r) for r in referrers],
         }).encode())
     total = sum(e.size for e in entries)
     if on_plan is not None:
@@ -250,6 +308,7 @@ def export(registries: Registries, requests: list[ImageRequest], out_dir: Path, 
         bundle_id=bundle_id, created=created, tool=f"airgap {__version__}", key_id=key.public.key_id,
         chunk_size=options.chunk_size, segment_size=options.segment_size, stream_size=sum(c.size for c in chunks),
         chunks=tuple(chunks), files=files, blobs=blobs, images=tuple(images), compression_level=options.level,
+        referrers=tuple(referrers),
     )
     data = manifest.to_json()
     BundleManifest.parse(data)  # what we write, we can read

@@ -18,16 +18,16 @@ from airgap.bundle.reader import BundleReader, ChunkMissing, ChunkProblem
 from airgap.bundle.source import BUNDLE_HOST, BundleSource
 from airgap.errors import AirgapError, InvalidInput, InvalidReference, RegistryError
 from airgap.journal import ImportJournal
-from airgap.model.bundle import BundleImage, BundleManifest
+from airgap.model.bundle import BundleImage, BundleManifest, BundleReferrer
 from airgap.model.digest import Digest
-from airgap.model.manifest import Descriptor
+from airgap.model.manifest import Descriptor, Manifest
 from airgap.model.reference import _COMPONENT, Reference, parse_host
 from airgap.registry.endpoints import RegistrySink
 from airgap.registry.pool import Registries
 from airgap.streams import BlobOpener
 from airgap.transfer.engine import FailedImage, TransferResult, transfer
-from airgap.transfer.events import Progress, ignore
-from airgap.transfer.plan import ImageRequest, PlannedImage, plan_image
+from airgap.transfer.events import Event, ImageDone, Planned, Progress, ignore
+from airgap.transfer.plan import NO_REFERRERS, ImageRequest, PlannedImage, plan_image
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,8 @@ class ImportResult:
     seconds: float = 0.0
     already_done: bool = False
     missing_chunks: list[ChunkProblem] = field(default_factory=list)
+    referrers: int = 0  # referrer manifests pushed (or found there)
+    referrer_indexes: int = 0  # fallback tag indexes (sha256-<hex>) written
 
     @property
     def failed(self) -> list[FailedImage]:
@@ -156,7 +158,7 @@ def import_bundle(registries: Registries, reader: BundleReader, target: Target, 
     check_chunks_present(reader, mapped)
     t0 = time.monotonic()
     source = BundleSource(reader)
-    if journal.done and _still_there(registries, mapped, jobs):
+    if journal.done and _still_there(registries, reader.manifest, mapped, jobs):
         result.already_done = True
         result.seconds = time.monotonic() - t0
         return result
@@ -178,14 +180,90 @@ def import_bundle(registries: Registries, reader: BundleReader, target: Target, 
     for failure in result.transfer.failed:
         if isinstance(failure.error, RegistryError):
             raise failure.error
+    failed = {f.target for f in result.transfer.failed}
+    _push_referrers(registries, source, JournaledSink(registries, journal), reader.manifest,
+                    [m for m in mapped if str(m.request.target) not in failed], result, jobs, progress)
+    for failure in result.transfer.failed:
+        if isinstance(failure.error, RegistryError):
+            raise failure.error
     if not result.transfer.failed:
         journal.finished()
     result.seconds = time.monotonic() - t0
     return result
 
 
-def _still_there(registries: Registries, mapped: list[Mapped], jobs: int) -> bool:
-    """After a finished import: is everything still in the target, as the journal says? (HEAD requests)"""
+def referrer_targets(manifest: BundleManifest, mapped: list[Mapped]) -> list[tuple[Mapped, BundleReferrer, int]]:
+    """Each referrer with the image it goes with in the target and its level (1: its subject is a manifest of
+    the image; 2: a referrer of a referrer), once per target repository, subjects' levels first."""
+    out: list[tuple[Mapped, BundleReferrer, int]] = []
+    seen: set[tuple[str, str, BundleReferrer]] = set()
+    for m in mapped:
+        level = {d: 0 for d in m.image.manifests}
+        for r in manifest.referrers_of(m.image):
+            level[r.digest] = min(level.get(r.digest, 99), level[r.subject] + 1)
+            key = (m.target.host, m.target.repository, r)
+            if key not in seen:
+                seen.add(key)
+                out.append((m, r, level[r.subject] + 1))
+    return sorted(out, key=lambda x: x[2])
+
+
+def _push_referrers(registries: Registries, source: BundleSource, sink: JournaledSink, manifest: BundleManifest,
+                    mapped: list[Mapped], result: ImportResult, jobs: int, progress: Progress) -> None:
+    """Push every referrer after its subject (blobs, manifests by digest, exact bytes), then its cosign-style
+    tag, or, where the target has no referrers API, list it in the fallback tag index of its subject."""
+    todo = referrer_targets(manifest, mapped)
+    if not todo or result.transfer is None:
+        return
+
+    def quiet(event: Event) -> None:  # the bar was sized for the images: feed it bytes, not a second plan
+        if not isinstance(event, (Planned, ImageDone)):
+            progress(event)
+
+    fallback: dict[tuple[str, str, Digest], list[Manifest]] = {}
+    for level in sorted({lv for _, _, lv in todo}):
+        planned: list[tuple[Mapped, BundleReferrer, PlannedImage]] = []
+        for m, r, lv in todo:
+            if lv != level:
+                continue
+            request = ImageRequest(Reference(BUNDLE_HOST, m.image.repository, None, r.digest),
+                                   Reference(m.target.host, m.target.repository, r.tag, None if r.tag else r.digest))
+            where = f"referrer {r.digest} of {m.image.reference}"
+            try:
+                planned.append((m, r, plan_image(source, request, NO_REFERRERS)))
+            except RegistryError:
+                raise
+            except AirgapError as exc:
+                result.transfer.failed.append(FailedImage(where, str(m.target), exc))
+        moved = transfer(source, sink, [p.request for _, _, p in planned], jobs=jobs, progress=quiet,
+                         keep_going=True, planned=[p for _, _, p in planned])
+        t = result.transfer
+        t.uploaded += moved.uploaded
+        t.mounted += moved.mounted
+        t.skipped += moved.skipped
+        t.bytes_uploaded += moved.bytes_uploaded
+        bad = {f.source for f in moved.failed}
+        for f in moved.failed:
+            m, r, _ = next(x for x in planned if str(x[2].request.source) == f.source)
+            t.failed.append(FailedImage(f"referrer {r.digest} of {m.image.reference}", str(m.target), f.error))
+        for m, r, p in planned:
+            if str(p.request.source) in bad:
+                continue
+            result.referrers += 1
+            if r.tag is None:
+                fallback.setdefault((m.target.host, m.target.repository, r.subject), []).append(p.root)
+    api: dict[str, bool] = {}
+    for (host, repo, subject), manifests in fallback.items():
+        client = registries.client(host)
+        if host not in api:  # a registry with the referrers API indexes subjects itself
+            api[host] = client.referrers(repo, subject) is not None
+        if not api[host] and client.add_fallback_referrers(repo, subject, manifests):
+            result.referrer_indexes += 1
+
+
+def _still_there(registries: Registries, manifest: BundleManifest, mapped: list[Mapped], jobs: int) -> bool:
+    """After a finished import: is everything still in the target, as the journal says? (HEAD requests, and
+    the referrers lists)"""
     from concurrent.futures import ThreadPoolExecutor
 
     checks: list[tuple[str, str, str, Digest | None]] = []  # (host, repository, kind/identifier, expected)
@@ -194,12 +272,25 @@ def _still_there(registries: Registries, mapped: list[Mapped], jobs: int) -> boo
         checks.append((host, repo, m.target.tag or str(m.image.digest), m.image.digest))
         checks.extend((host, repo, str(d), d) for d in m.image.manifests)
         checks.extend((host, repo, "blob:" + str(d), None) for d in m.image.blobs)
+    for m, r, _ in referrer_targets(manifest, mapped):
+        host, repo = m.target.host, m.target.repository
+        checks.extend((host, repo, str(d), d) for d in r.manifests)
+        if r.tag:
+            checks.append((host, repo, r.tag, r.digest))
+        else:
+            checks.append((host, repo, "referrer:" + str(r.subject), r.digest))
 
     def ok(check: tuple[str, str, str, Digest | None]) -> bool:
         host, repo, ident, expected = check
         client = registries.client(host)
         if ident.startswith("blob:"):
             return client.has_blob(repo, Digest.parse(ident[5:]))
+        if ident.startswith("referrer:"):  # listed by the referrers API, else by the fallback tag index
+            subject = Digest.parse(ident.removeprefix("referrer:"))
+            listed = client.referrers(repo, subject)
+            if listed is None:
+                listed = client.fallback_referrers(repo, subject)
+            return any(d.digest == expected for d in listed)
         return client.head_manifest(repo, ident) == expected
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

@@ -57,7 +57,7 @@ class ImportJournal:
                     self.done = True
                 elif kind == "start":
                     self.done = False
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, OverflowError):
                 continue  # a line torn by a crash: the records before and after it stand
 
     def _append(self, rec: dict[str, Any]) -> None:

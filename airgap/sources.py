@@ -6,6 +6,7 @@ from pathlib import Path
 
 from airgap.errors import InvalidReference
 from airgap.layout import LayoutSource
+from airgap.model.digest import Digest
 from airgap.model.manifest import Descriptor, Manifest
 from airgap.model.reference import Reference
 from airgap.registry.endpoints import RegistrySource
@@ -70,3 +71,8 @@ class Sources:
         if layout is not None:
             return layout.blob_opener(ref, desc)
         return self._registry.blob_opener(ref, desc)
+
+    def referrers(self, ref: Reference, digest: Digest) -> list[Descriptor]:
+        if self._layout_for(ref) is not None:
+            return []  # OCI layouts: referrers are not looked for (yet)
+        return self._registry.referrers(ref, digest)

@@ -7,6 +7,7 @@ A chunk is written under a hidden temporary name and renamed to its final name o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -53,26 +54,46 @@ class Journal:
                 rec = json.loads(line)
                 chunk = Chunk(rec["name"], int(rec["size"]), rec["sha256"])
                 frames = [FrameRecord(int(m), int(f), int(n)) for m, f, n in rec["frames"]]
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, OverflowError):
                 break  # a torn last line: everything before it stands
-            if rec.get("chunk") != len(journal.chunks) or chunk.size != chunk_size or \
-                    not check(out_dir / chunk.name, chunk):
+            if rec.get("chunk") != len(journal.chunks) or chunk.name != chunk_name(len(journal.chunks)) or \
+                    chunk.size != chunk_size or not check(out_dir / chunk.name, chunk):
                 break
             journal.chunks.append(chunk)
             journal.frames.extend(frames)
             good_lines.append(line)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(f"{line}\n" for line in good_lines))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text("".join(f"{line}\n" for line in good_lines))
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise os_error(exc, f"rewriting the export journal {path}") from exc
         return journal
+
+    def forget_from(self, keep: int) -> list[Chunk]:
+        """Drop the records of chunks ``keep`` and later from the file (load it again to use it); return those
+        chunks."""
+        lines = self.path.read_text().splitlines()[:keep] if self.path.exists() else []
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            tmp.write_text("".join(f"{line}\n" for line in lines))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise os_error(exc, f"rewriting the export journal {self.path}") from exc
+        return self.chunks[keep:]
 
     def append(self, index: int, chunk: Chunk, frames: list[FrameRecord]) -> None:
         rec: dict[str, Any] = {"chunk": index, "name": chunk.name, "size": chunk.size, "sha256": chunk.sha256,
                                "frames": [[f.member, f.frame, f.length] for f in frames]}
-        with self.path.open("a") as f:
-            f.write(json.dumps(rec, separators=(",", ":")) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # a torn line is dropped by the next load; the chunk is written again then
+            raise os_error(exc, f"recording {chunk.name} in the export journal {self.path}") from exc
         self.chunks.append(chunk)
         self.frames.extend(frames)
 
@@ -155,6 +176,9 @@ class ChunkWriter:
         return list(self.journal.chunks)
 
     def abort(self) -> None:
+        """After a failure: close and remove the unfinished chunk (on a full disk, that frees its space at once)."""
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):
+                self._file.close()
             self._file = None
+            self._tmp().unlink(missing_ok=True)

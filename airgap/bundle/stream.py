@@ -101,6 +101,10 @@ def member_frames(member: Member, *, segment: int, level: int, start: int = 0) -
         yield encode(piece, store=member.store, level=level)
 
 
+class _Stopped(Exception):
+    """The consumer went away; a producer stops reading."""
+
+
 class Budget:
     """Bounds the bytes that members read ahead hold. The member being written (the head) is exempt, so
     the pipeline always moves; it is bounded by its queue instead."""
@@ -116,6 +120,8 @@ class Budget:
         with self._cond:
             while member != self.head and self.used + n > self.limit and self.used > 0 and not self.cancelled:
                 self._cond.wait(0.5)
+            if self.cancelled:
+                raise _Stopped()
             self.used += n
 
     def release(self, n: int) -> None:
@@ -165,14 +171,15 @@ def encoded_frames(members: list[tuple[int, Member, int]], *, segment: int, leve
 
         return run
 
+    frames = ordered([producer(i) for i in range(len(members))], jobs=jobs, depth=depth, on_head=budget.advance)
     try:
-        for m, k, future, cost in ordered([producer(i) for i in range(len(members))], jobs=jobs, depth=depth,
-                                          on_head=budget.advance):
+        for m, k, future, cost in frames:
             frame = future.result()
             budget.release(cost)
             yield m, k, frame
     finally:
-        budget.cancel()
+        budget.cancel()  # first: producers waiting for budget stop, so that closing the pipeline never waits
+        frames.close()  # type: ignore[attr-defined]
         encoders.shutdown(wait=True, cancel_futures=True)
 
 
@@ -195,19 +202,22 @@ def ordered(producers: list[Callable[[], Iterator[T]]], *, jobs: int, depth: int
     queues: dict[int, queue.Queue[object]] = {}
 
     def run(i: int, q: queue.Queue[object]) -> None:
+        def put(item: object) -> bool:
+            while not cancel.is_set():
+                try:
+                    q.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         try:
             for item in producers[i]():
-                while not cancel.is_set():
-                    try:
-                        q.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if cancel.is_set():
+                if not put(item):
                     return
-            q.put(_END)
+            put(_END)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            q.put(_Failed(exc))
+            put(_Failed(exc))
 
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="airgap-export")
     submitted = 0
@@ -218,7 +228,7 @@ def ordered(producers: list[Callable[[], Iterator[T]]], *, jobs: int, depth: int
                 queues[submitted] = q
                 pool.submit(run, submitted, q)
                 submitted += 1
-            q = queues.pop(i)
+            q = queues[i]
             if on_head is not None:
                 on_head(i)
             while True:
@@ -228,9 +238,11 @@ def ordered(producers: list[Callable[[], Iterator[T]]], *, jobs: int, depth: int
                 if isinstance(item, _Failed):
                     raise item.exc
                 yield item  # type: ignore[misc]
+            del queues[i]
     finally:
+        # stop: producers see the flag within 0.2 s, also the head's (its queue is still in `queues`)
         cancel.set()
-        for q in queues.values():  # unblock producers waiting on a full queue
+        for q in queues.values():
             while not q.empty():
                 q.get_nowait()
         pool.shutdown(wait=True, cancel_futures=True)

@@ -44,10 +44,35 @@ def _read_stream_tail(out_dir: Path, chunks: list[Chunk], chunk_size: int, start
     return bytes(out)
 
 
+class _Stale(Exception):
+    """Frames that an earlier run put in complete chunks differ from what the member encodes to now."""
+
+
 def write_stream(out_dir: Path, members: list[Member], *, chunk_size: int, segment: int, level: int, jobs: int,
                  on_bytes: Callable[[int], None] | None = None) -> tuple[list[Chunk], list[Span], int]:
     """Encode ``members`` into chunk files in ``out_dir``. Returns the chunks, each member's span, and how
-    many stream bytes were already there from an earlier, interrupted run."""
+    many stream bytes were already there from an earlier, interrupted run.
+
+    A member's bytes are only trusted once its digest has been checked at the end of its content. An
+    interrupted run may have put the first frames of a member in complete chunks before that check (a kill,
+    or a source that sent damaged bytes): so when resuming inside a member, its frames already on disk are
+    encoded again from the content read now and compared. If they differ, the chunks from that member's first
+    byte on are forgotten and written again (once; a second difference means the encoding itself changed)."""
+    for attempt in (1, 2):
+        try:
+            return _write_stream(out_dir, members, chunk_size=chunk_size, segment=segment, level=level, jobs=jobs,
+                                 on_bytes=on_bytes)
+        except _Stale:
+            if attempt == 2:
+                break
+    raise BundleError(
+        f"cannot resume the export in {out_dir}: the stream no longer matches the chunks already "
+        "written (was the tool or its zstd library upgraded in between?)",
+        hint="delete the directory and export again")
+
+
+def _write_stream(out_dir: Path, members: list[Member], *, chunk_size: int, segment: int, level: int, jobs: int,
+                  on_bytes: Callable[[int], None] | None) -> tuple[list[Chunk], list[Span], int]:
     state = out_dir / STATE_DIR
     state.mkdir(exist_ok=True)
     for stale in out_dir.glob(".chunk-*.partial"):
@@ -65,24 +90,45 @@ def write_stream(out_dir: Path, members: list[Member], *, chunk_size: int, segme
         start_member, start_frame = 0, 0
     skip = resumed - written
     expected_tail = _read_stream_tail(out_dir, journal.chunks, chunk_size, written, resumed) if skip else b""
+    # where the frames of start_member that are already on disk lie (and where the member begins)
+    on_disk: dict[int, tuple[int, int]] = {}
+    pos = 0
+    for rec in journal.frames:
+        if rec.member == start_member:
+            on_disk[rec.frame] = (pos, rec.length)
+        pos += rec.length
+    member_start = on_disk[0][0] if 0 in on_disk else written
+
+    def forget_member() -> _Stale:
+        """Forget the chunks from the one holding start_member's first byte on (the retry writes them again)."""
+        for chunk in journal.forget_from(member_start // chunk_size):
+            (out_dir / chunk.name).unlink(missing_ok=True)
+        return _Stale()
 
     writer = ChunkWriter(out_dir, chunk_size, journal)
     try:
-        todo = [(m, members[m], start_frame if m == start_member else 0) for m in range(start_member, len(members))]
-        for m, k, frame in encoded_frames(todo, segment=segment, level=level, jobs=jobs, on_bytes=on_bytes):
-            data: bytes | memoryview = frame
-            if skip:
-                cut = min(skip, len(frame))
-                if frame[:cut] != expected_tail[:cut]:
-                    raise BundleError(
-                        f"cannot resume the export in {out_dir}: the stream no longer matches the chunks already "
-                        "written (was the tool or its zstd library upgraded in between?)",
-                        hint="delete the directory and export again")
-                expected_tail = expected_tail[cut:]
-                skip -= cut
-                data = memoryview(frame)[cut:]
-            writer.write(data)
-            writer.frame_done(FrameRecord(m, k, len(frame)))
+        todo = [(m, members[m], 0) for m in range(start_member, len(members))]
+        stream = encoded_frames(todo, segment=segment, level=level, jobs=jobs, on_bytes=on_bytes)
+        try:
+            for m, k, frame in stream:
+                if m == start_member and k < start_frame:  # on disk already: must be the same bytes
+                    at, length = on_disk[k]
+                    if len(frame) != length or frame != _read_stream_tail(out_dir, journal.chunks, chunk_size, at,
+                                                                          at + length):
+                        raise forget_member()
+                    continue
+                data: bytes | memoryview = frame
+                if skip:
+                    cut = min(skip, len(frame))
+                    if frame[:cut] != expected_tail[:cut]:
+                        raise forget_member()
+                    expected_tail = expected_tail[cut:]
+                    skip -= cut
+                    data = memoryview(frame)[cut:]
+                writer.write(data)
+                writer.frame_done(FrameRecord(m, k, len(frame)))
+        finally:
+            stream.close()  # type: ignore[attr-defined]  # a generator: stop its threads now
         chunks = writer.close()
     finally:
         writer.abort()

@@ -19,7 +19,7 @@ from airgap.registry import Registries
 from airgap.signing import load_private_key, read_passphrase
 from airgap.sources import OCI_PREFIX, Sources
 from airgap.transfer.events import ignore
-from airgap.transfer.plan import ImageRequest
+from airgap.transfer.plan import ImageRequest, ReferrerOptions
 
 
 def collect_requests(registries: Registries, refs: tuple[str, ...], images_file: Path | None,
@@ -78,6 +78,13 @@ def _media_count(size: int, chunk_size: int) -> str:
               help="Only these platforms of multi-platform images (their index digest changes).")
 @click.option("--compression-level", type=click.IntRange(1, 19), default=3, show_default=True,
               help="zstd level for content that is not already compressed.")
+@click.option("--no-referrers", is_flag=True,
+              help="Leave out signatures, SBOMs and attestations (OCI referrers and cosign-style tags).")
+@click.option("--referrer-type", "referrer_types", multiple=True, metavar="TYPE",
+              help="Only referrers of this artifact type (e.g. application/spdx+json). Repeatable.")
+@click.option("--require-signature", is_flag=True,
+              help="Refuse to export an image whose manifest carries no signature artifact (cosign .sig tag, "
+                   "or a cosign/Notation signature referrer).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (images, blobs, sizes, chunks) and write nothing.")
 @click.option("--audit-log", type=click.Path(dir_okay=False, path_type=Path),
               help="Append-only audit log (default $XDG_STATE_HOME/airgap/audit.jsonl, or $AIRGAP_AUDIT_LOG).")
@@ -86,6 +93,7 @@ def _media_count(size: int, chunk_size: int) -> str:
 def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | None, repositories: tuple[str, ...],
                registries_all: tuple[str, ...], tag_regex: str | None, output: Path, key_path: Path | None,
                passphrase_file: Path | None, chunk_size: str, platforms: tuple[str, ...], compression_level: int,
+               no_referrers: bool, referrer_types: tuple[str, ...], require_signature: bool,
                dry_run: bool, audit_log: Path | None, insecure: tuple[str, ...], ca_certs: tuple[str, ...], jobs: int,
                retries: int) -> None:
     """Pull images into a signed bundle of fixed-size chunk files in --output.
@@ -99,15 +107,24 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
         if key_path is None:
             raise InvalidInput("export needs --key KEYFILE to sign the bundle", hint="create one with `airgap keygen`")
         key = load_private_key(key_path, passphrase=read_passphrase(passphrase_file, os.environ))
-    options = ExportOptions(chunk_size=size, level=compression_level, jobs=min(jobs, 8))
+    if no_referrers and (referrer_types or require_signature):
+        raise InvalidInput("--no-referrers cannot be combined with --referrer-type or --require-signature",
+                           hint="signatures are referrers: drop --no-referrers")
+    options = ExportOptions(chunk_size=size, level=compression_level, jobs=min(jobs, 8),
+                            referrers=ReferrerOptions(enabled=not no_referrers, types=referrer_types),
+                            require_signature=require_signature)
     with make_registries(insecure, ca_certs, jobs, retries, keychain_with([])) as registries:
         requests = collect_requests(registries, refs, images_file, repositories, registries_all, tag_regex,
                                     parse_platforms(platforms))
         if dry_run:
-            entries, images, before, _ = plan_members(Sources(registries), requests, ignore)
+            entries, images, before, _, referrers = plan_members(Sources(registries), requests, ignore, options)
             total = sum(e.size for e in entries)
             for img in images:
                 click.echo(f"{img.reference}  {img.digest}  {', '.join(img.platforms) or '-'}")
+                for r in referrers:
+                    if r.repository == img.repository and r.subject in img.manifests:
+                        click.echo(f"  referrer {r.artifact_type or r.media_type}  {r.digest}"
+                                   + (f"  ({r.tag})" if r.tag else ""))
             click.echo(f"{len(images)} images, {len(entries) - 2} unique blobs, {format_size(before)} before dedup, "
                        f"{format_size(total)} after; at most {_media_count(total, size)} of {format_size(size)}")
             return
@@ -131,7 +148,9 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
     if obj["quiet"]:
         return
     for img in m.images:
-        click.echo(f"exported {img.reference}@{img.digest}")
+        attached = m.referrers_of(img)
+        more = f" with {len(attached)} referrer{'s' if len(attached) != 1 else ''}" if attached else ""
+        click.echo(f"exported {img.reference}@{img.digest}{more}")
     unpacked = m.unpacked_size
     ratio = m.stream_size / unpacked if unpacked else 1.0
     resumed = f", {format_size(result.resumed_bytes)} kept from the interrupted run" if result.resumed_bytes else ""

@@ -44,6 +44,7 @@ def result_json(result: ImportResult) -> dict[str, Any]:
         "blobs": {"uploaded": t.uploaded if t else 0, "mounted": t.mounted if t else 0,
                   "skipped": t.skipped if t else 0},
         "bytes_uploaded": t.bytes_uploaded if t else 0,
+        "referrers": {"pushed": result.referrers, "fallback_indexes": result.referrer_indexes},
         "seconds": round(result.seconds, 3),
     }
 
@@ -139,6 +140,10 @@ def _summary(result: ImportResult, doc: dict[str, Any]) -> None:
     click.echo(f"{sum(i['status'] == 'ok' for i in doc['images'])} images in {result.target}; blobs: "
                f"{b['uploaded']} uploaded ({format_size(doc['bytes_uploaded'])}), {b['mounted']} mounted, "
                f"{b['skipped']} already present; {result.seconds:.1f}s")
+    if result.referrers:
+        written = result.referrer_indexes
+        click.echo(f"{result.referrers} referrers (signatures, SBOMs, attestations) pushed"
+                   + (f"; {written} referrers tag index{'es' if written != 1 else ''} updated" if written else ""))
 
 
 def _dry_run(reader: BundleReader, mapped: list[Any], as_json: bool) -> None:

@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 import traceback
+import warnings
+from typing import TextIO
 
 import click
 
@@ -39,8 +41,27 @@ for command in (login_cmd, copy_cmd, keygen_cmd, export_cmd, verify_cmd, inspect
     cli.add_command(command)
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    """Warnings (an unencrypted key readable by others, ...) as one ``airgap: warning:`` line on stderr,
+    not Python's two-line ``file:line: Category: text`` form."""
+    text = " ".join(str(message).split())
+    if not category.__module__.startswith("airgap"):
+        text = f"{category.__name__}: {text}"
+    click.echo(f"airgap: warning: {text}", err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
+    try:
+        return _main(argv, debug)
+    finally:
+        warnings.showwarning = previous
+
+
+def _main(argv: list[str] | None, debug: bool) -> int:
     try:
         cli.main(args=argv, prog_name="airgap", standalone_mode=False)
     except AirgapError as exc:
@@ -54,8 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         # worker threads may be in the middle of a transfer: leave now (everything written is resumable)
         os._exit(EXIT_INTERRUPTED)
+    except click.UsageError as exc:  # one line, like every other error
+        command = exc.ctx.command_path if exc.ctx is not None else "airgap"
+        click.echo(f"airgap: error: {exc.format_message()} (see `{command} --help`)", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"airgap: error: {exc.format_message()}", err=True)
         return exc.exit_code
     except BrokenPipeError:
         return 1

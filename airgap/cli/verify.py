@@ -62,7 +62,11 @@ def inspect_json(m: BundleManifest, signer: str | None) -> dict[str, Any]:
                     "digest": str(i.digest), "media_type": i.media_type, "platforms": list(i.platforms),
                     "source_digest": str(i.source_digest) if i.source_digest else None,
                     "size": sum(b.size for d in i.digests() if (b := m.blob(d)) is not None),
-                    "chunks": sorted(m.chunks[c].name for c in m.chunks_of_image(i))} for i in m.images],
+                    "chunks": sorted(m.chunks[c].name for c in m.chunks_of_image(i)),
+                    "referrers": [{"subject": str(r.subject), "digest": str(r.digest), "media_type": r.media_type,
+                                   "artifact_type": r.artifact_type, "tag": r.tag,
+                                   "size": sum(b.size for d in r.digests() if (b := m.blob(d)) is not None)}
+                                  for r in m.referrers_of(i)]} for i in m.images],
         "blobs": len(m.blobs),
         "chunks": [{"name": c.name, "size": c.size, "sha256": c.sha256} for c in m.chunks],
     }
@@ -98,3 +102,8 @@ def inspect_cmd(directory: Path, as_json: bool, pubkeys: tuple[Path, ...]) -> No
     for img in doc["images"]:
         plats = f" [{', '.join(img['platforms'])}]" if img["platforms"] else ""
         click.echo(f"  {img['reference']}  {img['digest']}{plats}  {format_size(img['size'])}")
+        for r in img["referrers"]:
+            on = "" if r["subject"] == img["digest"] else f" on {r['subject'][:19]}…"
+            tag = f" (tag {r['tag']})" if r["tag"] else ""
+            click.echo(f"    referrer {r['artifact_type'] or r['media_type']}  {r['digest']}{on}{tag}  "
+                       f"{format_size(r['size'])}")

@@ -22,11 +22,12 @@ MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 MAX_CHUNKS = 1_000_000
 MAX_BLOBS = 1_000_000
 MAX_IMAGES = 100_000
+MAX_REFERRERS = 1_000_000
 MAX_SIZE = 1 << 50  # 1 PiB
 MAX_SEGMENT = 256 * 1024 * 1024
 CHUNK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 FILES = ("oci-layout", "index.json")
-RESERVED = ("base", "relies_on", "parity", "referrers")  # later format features (deltas, parity, referrers)
+RESERVED = ("base", "relies_on", "parity")  # later format features (deltas, parity)
 
 
 class ManifestError(InvalidInput):
@@ -107,6 +108,24 @@ class BundleImage:
 
 
 @dataclass(frozen=True)
+class BundleReferrer:
+    """A signature, SBOM, attestation or other artifact whose ``subject`` is a manifest of an image
+    (or of another referrer) in ``repository``."""
+
+    repository: str
+    subject: Digest
+    digest: Digest
+    media_type: str
+    artifact_type: str | None
+    tag: str | None  # the cosign-style tag (``sha256-<hex>.sig``) it was found under, else None
+    manifests: tuple[Digest, ...] = ()  # push order: children first, the referrer's own manifest last
+    blobs: tuple[Digest, ...] = ()
+
+    def digests(self) -> tuple[Digest, ...]:
+        return self.blobs + self.manifests
+
+
+@dataclass(frozen=True)
 class BundleManifest:
     bundle_id: str
     created: str
@@ -121,6 +140,7 @@ class BundleManifest:
     images: tuple[BundleImage, ...]
     compression_level: int = 3
     extensions: dict[str, Any] = field(default_factory=dict, compare=False)
+    referrers: tuple[BundleReferrer, ...] = ()
 
     # -- queries ------------------------------------------------------------------------------
     def blob(self, digest: Digest) -> StoredBlob | None:
@@ -141,9 +161,24 @@ class BundleManifest:
         last = (span.end - 1) // self.chunk_size
         return range(first, last + 1)
 
+    def referrers_of(self, image: BundleImage) -> list[BundleReferrer]:
+        """The referrers attached to ``image``: subject one of its manifests, or (transitively) another of them."""
+        subjects = set(image.manifests)
+        out: list[BundleReferrer] = []
+        pending = [r for r in self.referrers if r.repository == image.repository]
+        grew = True
+        while grew:
+            grew = False
+            for r in pending:
+                if r not in out and r.subject in subjects:
+                    out.append(r)
+                    subjects.add(r.digest)
+                    grew = True
+        return out
+
     def chunks_of_image(self, image: BundleImage) -> set[int]:
         out: set[int] = set()
-        for d in image.digests():
+        for d in image.digests() + tuple(d for r in self.referrers_of(image) for d in r.digests()):
             b = self.blob(d)
             if b is not None:
                 out.update(self.chunks_for(b.span))
@@ -179,6 +214,11 @@ class BundleManifest:
                 **({"source_digest": str(i.source_digest)} if i.source_digest else {}),
                 "manifests": [str(d) for d in i.manifests], "blobs": [str(d) for d in i.blobs],
             } for i in self.images],
+            "referrers": [{
+                "repository": r.repository, "subject": str(r.subject), "digest": str(r.digest),
+                "media_type": r.media_type, "artifact_type": r.artifact_type, "tag": r.tag,
+                "manifests": [str(d) for d in r.manifests], "blobs": [str(d) for d in r.blobs],
+            } for r in self.referrers],
             "blobs": [{"digest": str(b.digest), "size": b.size, "media_type": b.media_type, **span(b.span)}
                       for b in self.blobs],
             "files": [{"path": f.path, "size": f.size, **span(f.span)} for f in self.files],
@@ -300,6 +340,9 @@ class _Parser:
         if pos != stream_size:
             raise ManifestError("manifest.json: the blobs do not fill the stream")
         images = [self._image(i, n) for n, i in enumerate(self._list(o, "images", "manifest", MAX_IMAGES))]
+        referrers = [self._referrer(r, n) for n, r in enumerate(
+            self._list(o, "referrers", "manifest", MAX_REFERRERS) if "referrers" in o else [])]
+        self._check_referrers(referrers, images, {b.digest for b in blobs})
         later = [k for k in RESERVED if o.get(k)]
         if later:
             raise ManifestError(f"this bundle uses {', '.join(later)}, which this airgap does not implement",
@@ -314,8 +357,60 @@ class _Parser:
             compression_level=int(stream.get("compression_level", 3)) if isinstance(
                 stream.get("compression_level", 3), int) else 3,
             chunks=tuple(chunks), files=tuple(files), blobs=tuple(blobs), images=tuple(images),
-            extensions=extensions,
+            extensions=extensions, referrers=tuple(referrers),
         )
+
+    def _repository(self, value: str, where: str) -> str:
+        if len(value) > 255 or not all(_COMPONENT.match(c) for c in value.split("/")):
+            raise ManifestError(f"manifest.json: {where}.repository is not a valid repository name")
+        return value
+
+    def _referrer(self, r: Any, n: int) -> BundleReferrer:
+        where = f"referrers[{n}]"
+        if not isinstance(r, dict):
+            raise ManifestError(f"manifest.json: {where} is not an object")
+        repository = self._repository(self._get(r, "repository", str, where), where)
+        tag = r.get("tag")
+        if tag is not None and (not isinstance(tag, str) or not _TAG.match(tag)):
+            raise ManifestError(f"manifest.json: {where}.tag is not a valid tag")
+        kind = r.get("artifact_type")
+        if kind is not None and (not isinstance(kind, str) or len(kind) > 255):
+            raise ManifestError(f"manifest.json: {where}.artifact_type is malformed")
+        media_type = self._get(r, "media_type", str, where)
+        if len(media_type) > 255:
+            raise ManifestError(f"manifest.json: {where}.media_type is too long")
+        digest = self._digest(r.get("digest"), f"{where}.digest")
+        manifests = tuple(self._digest(d, f"{where}.manifests") for d in self._list(r, "manifests", where, MAX_BLOBS))
+        if not manifests or manifests[-1] != digest:
+            raise ManifestError(f"manifest.json: {where}.manifests does not end with the referrer's own digest")
+        return BundleReferrer(
+            repository=repository, subject=self._digest(r.get("subject"), f"{where}.subject"), digest=digest,
+            media_type=media_type, artifact_type=kind, tag=tag, manifests=manifests,
+            blobs=tuple(self._digest(d, f"{where}.blobs") for d in self._list(r, "blobs", where, MAX_BLOBS)),
+        )
+
+    @staticmethod
+    def _check_referrers(referrers: list[BundleReferrer], images: list[BundleImage], stored: set[Digest]) -> None:
+        """Every referrer's content is in the stream, its subject is a manifest of an image of its repository
+        or another referrer there, and a cosign-style tag names its subject."""
+        known: dict[str, set[Digest]] = {}
+        for img in images:
+            known.setdefault(img.repository, set()).update(img.manifests)
+        for r in referrers:
+            known.setdefault(r.repository, set()).add(r.digest)
+        keys: set[tuple[str, Digest, Digest, str | None]] = set()
+        for n, r in enumerate(referrers):
+            where = f"manifest.json: referrers[{n}]"
+            if any(d not in stored for d in r.digests()):
+                raise ManifestError(f"{where} names content that is not in the bundle's blobs")
+            if r.subject not in known[r.repository] or r.subject == r.digest:
+                raise ManifestError(f"{where}.subject is not a manifest of an image or referrer of {r.repository}")
+            if r.tag is not None and not r.tag.startswith(f"{r.subject.algorithm}-{r.subject.hex}."):
+                raise ManifestError(f"{where}.tag {r.tag} does not name its subject {r.subject}")
+            key = (r.repository, r.subject, r.digest, r.tag)
+            if key in keys:
+                raise ManifestError(f"{where} is listed twice")
+            keys.add(key)
 
     def _image(self, i: Any, n: int) -> BundleImage:
         where = f"images[{n}]"
@@ -325,8 +420,7 @@ class _Parser:
         repository = self._get(i, "repository", str, where)
         if len(registry) > 255 or (registry and not re.fullmatch(r"[A-Za-z0-9.\-:\[\]]+", registry)):
             raise ManifestError(f"manifest.json: {where}.registry is not a host name")
-        if len(repository) > 255 or not all(_COMPONENT.match(c) for c in repository.split("/")):
-            raise ManifestError(f"manifest.json: {where}.repository is not a valid repository name")
+        self._repository(repository, where)
         tag = i.get("tag")
         if tag is not None and (not isinstance(tag, str) or not _TAG.match(tag)):
             raise ManifestError(f"manifest.json: {where}.tag is not a valid tag")

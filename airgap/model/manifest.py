@@ -170,3 +170,55 @@ def filter_index(index: Manifest, keep: list[Descriptor]) -> Manifest:
     obj["manifests"] = [m for m in obj["manifests"] if m.get("digest") in wanted]
     data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
     return Manifest.parse(data, index.media_type)
+
+
+# -- referrers (OCI 1.1): signatures, SBOMs and attestations that name a manifest as their ``subject`` ------------
+
+COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
+REFERRER_TAG = "dev.airgap.referrer.tag"  # in-process descriptor annotation: the cosign-style tag it was found under
+COSIGN_TYPES = {  # the artifact type given to a cosign-style tag's manifest when it declares none
+    ".sig": "application/vnd.dev.cosign.artifact.sig.v1+json",
+    ".att": "application/vnd.dev.cosign.artifact.att.v1+json",
+    ".sbom": "application/vnd.dev.cosign.artifact.sbom.v1+json",
+}
+SIGNATURE_TYPES = (
+    "application/vnd.dev.cosign.artifact.sig.v1+json",
+    "application/vnd.cncf.notary.signature",
+    "application/vnd.dev.sigstore.bundle.v0.3+json",
+)
+
+
+def fallback_tag(digest: Digest) -> str:
+    """The referrers tag schema: ``sha256-<hex>`` names the index listing ``digest``'s referrers."""
+    return f"{digest.algorithm}-{digest.hex}"
+
+
+def cosign_tags(digest: Digest) -> tuple[str, ...]:
+    return tuple(fallback_tag(digest) + s for s in COSIGN_SUFFIXES)
+
+
+def artifact_type_of(manifest: Manifest, cosign_tag: str | None = None) -> str | None:
+    """``artifactType``, else (image manifests) the config's media type, as the referrers API reports it;
+    a cosign-style tag whose manifest has a plain image config gets the cosign type of its suffix."""
+    if manifest.artifact_type:
+        return manifest.artifact_type
+    plain = manifest.config is None or manifest.config.media_type in (
+        "application/vnd.oci.image.config.v1+json", "application/vnd.oci.empty.v1+json")
+    if cosign_tag is not None and plain:
+        for suffix, kind in COSIGN_TYPES.items():
+            if cosign_tag.endswith(suffix):
+                return kind
+    return manifest.config.media_type if manifest.config is not None else None
+
+
+def referrer_entry(manifest: Manifest) -> dict[str, Any]:
+    """The descriptor of a referrer as a referrers index lists it: with its artifactType and annotations."""
+    entry: dict[str, Any] = {"mediaType": manifest.media_type, "digest": str(manifest.digest), "size": manifest.size}
+    kind = artifact_type_of(manifest)
+    if kind:
+        entry["artifactType"] = kind
+    obj = json.loads(manifest.data)
+    ann = obj.get("annotations") if isinstance(obj, dict) else None
+    if isinstance(ann, dict) and ann:
+        entry["annotations"] = ann
+    return entry

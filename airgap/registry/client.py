@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
-from airgap.errors import ConnectionFailed, DigestMismatch, NotFound, RegistryError
+from airgap.errors import ConnectionFailed, DigestMismatch, InvalidInput, NotFound, RegistryError
 from airgap.model.digest import Digest
-from airgap.model.manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, Manifest
+from airgap.model.manifest import (
+    ACCEPT,
+    MAX_MANIFEST_BYTES,
+    OCI_INDEX,
+    Descriptor,
+    Manifest,
+    fallback_tag,
+    referrer_entry,
+)
 from airgap.registry.auth import repo_scope
 from airgap.registry.session import Session, redact
 from airgap.streams import BlobOpener, take, verified
@@ -91,6 +101,86 @@ class RegistryClient:
             raise DigestMismatch(
                 f"{self.host}/{repository}: the registry stored manifest {ident} as {got}, expected "
                 f"{manifest.digest}", hint="the registry rewrote the manifest; it cannot keep digests")
+
+    # -- referrers (OCI 1.1) ------------------------------------------------------------------
+    def referrers(self, repository: str, digest: Digest) -> list[Descriptor] | None:
+        """``GET /v2/<repo>/referrers/<digest>``: the referrers' descriptors, or None when the registry has no
+        referrers API (404, 405, 400, or an answer that is not an OCI index: distribution 2.8 says 404)."""
+        resp = self.session.request(
+            "GET", f"/v2/{repository}/referrers/{digest}", scopes=(repo_scope(repository, "pull"),),
+            headers={"Accept": OCI_INDEX}, ok=(200, 400, 404, 405), repository=repository,
+            what=f"list referrers of {digest.short} in",
+        )
+        if resp.status_code != 200 or len(resp.content) > MAX_MANIFEST_BYTES:
+            return None
+        try:
+            obj = json.loads(resp.content)
+            if not isinstance(obj, dict) or not isinstance(obj.get("manifests"), list) or obj.get(
+                    "mediaType", OCI_INDEX) != OCI_INDEX:
+                return None
+            return [Descriptor.from_json(d, f"referrers of {digest} in {self.host}/{repository}")
+                    for d in obj["manifests"]]
+        except (ValueError, InvalidInput):
+            return None
+
+    def fallback_referrers(self, repository: str, digest: Digest) -> list[Descriptor]:
+        """The referrers listed by the tag schema's index ``sha256-<hex>`` (empty when there is none)."""
+        index = self._fallback_index(repository, digest)
+        return list(index.manifests) if index is not None else []
+
+    def _fallback_index(self, repository: str, digest: Digest) -> Manifest | None:
+        tag = fallback_tag(digest)
+        try:
+            index = self.get_manifest(repository, tag)
+        except NotFound:
+            return None
+        if index.media_type != OCI_INDEX:
+            raise RegistryError(f"{self.host}/{repository}:{tag} is a {index.media_type}, not the OCI index of "
+                                f"the referrers of {digest}", registry=self.host,
+                                hint="that tag is reserved for the referrers tag schema; remove or rename it")
+        return index
+
+    def push_referrer(self, repository: str, manifest: Manifest) -> bool:
+        """Push a manifest that has a ``subject`` by digest (exact bytes). True when the registry says it
+        indexed the subject itself (``OCI-Subject``); callers should still check with :meth:`referrers`
+        (ECR sends the header without a referrers API)."""
+        ident = str(manifest.digest)
+        resp = self.session.request(
+            "PUT", f"/v2/{repository}/manifests/{ident}", scopes=(repo_scope(repository, "pull,push"),),
+            headers={"Content-Type": manifest.media_type}, content=manifest.data, ok=(200, 201, 202, 409),
+            repository=repository, what=f"push referrer {manifest.digest.short} to",
+        )
+        if resp.status_code == 409 and self.head_manifest(repository, ident) != manifest.digest:
+            raise self.session.error(resp, what=f"push referrer {ident} to", repository=repository)
+        return bool(manifest.subject is not None and resp.headers.get("oci-subject") == str(manifest.subject.digest))
+
+    def add_fallback_referrers(self, repository: str, subject: Digest, referrers: list[Manifest], *,
+                               tries: int = 8) -> bool:
+        """Make the tag schema's index ``sha256-<subject hex>`` list ``referrers`` (read, merge by digest, write,
+        re-read to check; again when another writer won the race). Entries already there are kept as they are.
+        False when every referrer was listed already (nothing written)."""
+        tag = fallback_tag(subject)
+        wanted = {str(m.digest): m for m in referrers}
+        wrote = False
+        for attempt in range(1, tries + 1):
+            current = self._fallback_index(repository, subject)
+            entries: list[Any] = []
+            if current is not None:
+                entries = list(json.loads(current.data).get("manifests", []))
+            have = {e.get("digest") for e in entries if isinstance(e, dict)}
+            missing = [m for d, m in wanted.items() if d not in have]
+            if not missing:
+                return wrote
+            entries.extend(referrer_entry(m) for m in missing)
+            data = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries},
+                              separators=(",", ":")).encode()
+            self.put_manifest(repository, Manifest.parse(data, OCI_INDEX), tag)
+            wrote = True
+            time.sleep(random.uniform(0.0, 0.05 * attempt))  # let a concurrent writer's PUT land before we look
+            log.debug("%s/%s:%s: %d referrer(s) added, checking", self.host, repository, tag, len(missing))
+        raise RegistryError(f"{self.host}/{repository}:{tag}: the referrers index kept losing entries to other "
+                            f"writers ({tries} tries)", registry=self.host, repository=repository, retryable=True,
+                            hint="another tool is rewriting it at the same time; run the import again")
 
     # -- blobs --------------------------------------------------------------------------------
     def has_blob(self, repository: str, digest: Digest) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from airgap.model.digest import Digest
-from airgap.model.manifest import Descriptor, Manifest
+from airgap.model.manifest import REFERRER_TAG, Descriptor, Manifest, artifact_type_of, cosign_tags
 from airgap.model.reference import Reference
 from airgap.registry.client import UploadSessions
 from airgap.registry.pool import Registries
@@ -19,6 +19,22 @@ class RegistrySource:
 
     def blob_opener(self, ref: Reference, desc: Descriptor) -> BlobOpener:
         return self.registries.client(ref.host).blob_reader(ref.repository, desc)
+
+    def referrers(self, ref: Reference, digest: Digest) -> list[Descriptor]:
+        """The referrers API, else the tag schema's index; then cosign-style tags (found with HEAD)."""
+        client = self.registries.client(ref.host)
+        found = client.referrers(ref.repository, digest)
+        if found is None:
+            found = client.fallback_referrers(ref.repository, digest)
+        out = [d for d in found if d.digest != digest]
+        for tag in cosign_tags(digest):
+            target = client.head_manifest(ref.repository, tag)
+            if target is None:
+                continue
+            m = client.get_manifest(ref.repository, str(target))
+            out.append(Descriptor(m.media_type, m.digest, m.size, artifact_type=artifact_type_of(m, tag),
+                                  annotations={REFERRER_TAG: tag}))
+        return out
 
 
 class RegistrySink:

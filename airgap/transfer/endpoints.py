@@ -22,6 +22,17 @@ class Source(Protocol):
         ...
 
 
+class ReferrerSource(Source, Protocol):
+    """A Source that can also list referrers. Optional: the planner asks only sources that have
+    ``referrers`` (registries do; bundles and OCI layouts need not)."""
+
+    def referrers(self, ref: Reference, digest: Digest) -> list[Descriptor]:
+        """The manifests in ``ref``'s repository whose ``subject`` is ``digest`` (OCI referrers, and
+        cosign-style tags ``sha256-<hex>.sig|.att|.sbom``, whose descriptors carry the tag in the
+        annotation ``airgap.model.manifest.REFERRER_TAG``)."""
+        ...
+
+
 class Sink(Protocol):
     """Where images go."""
 

@@ -18,7 +18,7 @@ from airgap.model.reference import Reference
 from airgap.streams import BlobOpener
 from airgap.transfer.endpoints import Sink, Source
 from airgap.transfer.events import BlobDone, BytesMoved, ImageDone, Notice, Planned, Progress, ignore
-from airgap.transfer.plan import ImageRequest, PlannedImage, plan_image
+from airgap.transfer.plan import NO_REFERRERS, ImageRequest, PlannedImage, plan_image
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,8 @@ def transfer(source: Source, sink: Sink, requests: list[ImageRequest], *, jobs: 
     ``result.failed``, while the other images are completed.
     """
     result = TransferResult()
-    images = planned if planned is not None else [plan_image(source, r) for r in requests]
+    # referrers are not copied yet (copy); export and import carry them (issue 7)
+    images = planned if planned is not None else [plan_image(source, r, NO_REFERRERS) for r in requests]
     for image in images:
         for text in image.notices:
             result.notices.append(text)

@@ -5,12 +5,44 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from airgap.errors import InvalidInput
-from airgap.model.manifest import Descriptor, Manifest, filter_index
+from airgap.model.digest import Digest
+from airgap.model.manifest import REFERRER_TAG, SIGNATURE_TYPES, Descriptor, Manifest, artifact_type_of, filter_index
 from airgap.model.platform import Platform
 from airgap.model.reference import Reference
 from airgap.transfer.endpoints import Source
 
 MAX_DEPTH = 4
+REFERRER_LEVELS = 2  # referrers of the image's manifests, and referrers of those (a signature on an SBOM)
+
+
+@dataclass(frozen=True)
+class ReferrerOptions:
+    """Which referrers planning collects: all by default, only ``types`` (artifact types) when given."""
+
+    enabled: bool = True
+    types: tuple[str, ...] = ()
+
+    def wants(self, artifact_type: str | None) -> bool:
+        return self.enabled and (not self.types or artifact_type in self.types)
+
+
+NO_REFERRERS = ReferrerOptions(enabled=False)
+
+
+@dataclass
+class PlannedReferrer:
+    """A manifest whose ``subject`` is one of the image's manifests (or another referrer of it)."""
+
+    subject: Digest
+    root: Manifest  # the referrer's own manifest, exact bytes
+    artifact_type: str | None
+    tag: str | None = None  # the cosign-style tag it was found under, else None (found by subject)
+    manifests: list[Manifest] = field(default_factory=list)  # push order: children first, root last
+    blobs: list[Descriptor] = field(default_factory=list)
+
+    @property
+    def is_signature(self) -> bool:
+        return (self.tag is not None and self.tag.endswith(".sig")) or self.artifact_type in SIGNATURE_TYPES
 
 
 @dataclass(frozen=True)
@@ -31,6 +63,12 @@ class PlannedImage:
     blobs: list[Descriptor] = field(default_factory=list)
     platforms: list[Platform] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    referrers: list[PlannedReferrer] = field(default_factory=list)  # subjects before their referrers
+
+    @property
+    def signed(self) -> bool:
+        """Whether a signature artifact names the image's top manifest as its subject."""
+        return any(r.is_signature and r.subject == self.root.digest for r in self.referrers)
 
     @property
     def size(self) -> int:
@@ -51,8 +89,9 @@ def _select(index: Manifest, platforms: tuple[Platform, ...], name: str) -> list
     return keep
 
 
-def plan_image(source: Source, request: ImageRequest) -> PlannedImage:
-    """Fetch every manifest below ``request.source`` (filtered by platform) and list its blobs."""
+def plan_image(source: Source, request: ImageRequest, referrers: ReferrerOptions = ReferrerOptions()) -> PlannedImage:
+    """Fetch every manifest below ``request.source`` (filtered by platform) and list its blobs; with a source
+    that lists referrers, also the referrers of each of those manifests (see :func:`plan_referrers`)."""
     ref = request.source
     root = source.get_manifest(ref, ref.identifier)
     if ref.digest is not None and root.digest != ref.digest:
@@ -87,4 +126,56 @@ def plan_image(source: Source, request: ImageRequest) -> PlannedImage:
         return manifest
 
     image.root = walk(root, 0, None)
+    if referrers.enabled:
+        image.referrers = plan_referrers(source, ref, [m.digest for m in image.manifests], referrers)
     return image
+
+
+def _walk_artifact(source: Source, ref: Reference, manifest: Manifest, out: PlannedReferrer, depth: int = 0) -> None:
+    """Every manifest and blob below a referrer (no platform filter: an artifact is taken whole)."""
+    if depth > MAX_DEPTH:
+        raise InvalidInput(f"{ref}: referrer {out.root.digest} nests deeper than {MAX_DEPTH} levels")
+    if manifest.is_index:
+        for desc in manifest.manifests:
+            child = source.get_manifest(ref, str(desc.digest))
+            if child.digest != desc.digest or child.size != desc.size:
+                raise InvalidInput(f"{ref}: manifest {desc.digest} does not match its index entry")
+            _walk_artifact(source, ref, child, out, depth + 1)
+    else:
+        have = {b.digest for b in out.blobs}
+        out.blobs.extend(b for b in manifest.blobs() if b.digest not in have)
+    if manifest.digest not in {m.digest for m in out.manifests}:
+        out.manifests.append(manifest)
+
+
+def plan_referrers(source: Source, ref: Reference, subjects: list[Digest],
+                   options: ReferrerOptions = ReferrerOptions()) -> list[PlannedReferrer]:
+    """The referrers of ``subjects`` in ``ref``'s repository, and the referrers of those (one more level),
+    each with its exact bytes, manifests and blobs. Empty when the source cannot list referrers."""
+    lister = getattr(source, "referrers", None)
+    if lister is None or not options.enabled:
+        return []
+    out: list[PlannedReferrer] = []
+    seen: set[tuple[Digest, Digest, str | None]] = set()
+    level = list(subjects)
+    for _ in range(REFERRER_LEVELS):
+        found: list[Digest] = []
+        for subject in level:
+            for desc in lister(ref, subject):
+                tag = desc.annotations.get(REFERRER_TAG)
+                key = (subject, desc.digest, tag)
+                if key in seen or desc.digest in subjects:
+                    continue
+                seen.add(key)
+                manifest = source.get_manifest(ref, str(desc.digest))
+                kind = artifact_type_of(manifest, tag)
+                if not options.wants(kind):
+                    continue
+                if tag is None and (manifest.subject is None or manifest.subject.digest != subject):
+                    continue  # a stale entry of a fallback index: that manifest does not refer to the subject
+                planned = PlannedReferrer(subject, manifest, kind, tag)
+                _walk_artifact(source, ref, manifest, planned)
+                out.append(planned)
+                found.append(manifest.digest)
+        level = list(dict.fromkeys(found))
+    return out

@@ -150,6 +150,47 @@ def test_inconsistent_manifests_refused(tmp_path: Path, mutate: Any) -> None:
         BundleManifest.parse(json.dumps(doc).encode())
 
 
+def with_referrer(tmp_path: Path) -> dict[str, Any]:
+    """A good manifest whose second blob is a referrer of the first (an image manifest)."""
+    doc = good_manifest(tmp_path)
+    subject, other = (b["digest"] for b in doc["blobs"])
+    doc["images"] = [{"registry": "r.example", "repository": "team/app", "tag": "v1", "digest": subject,
+                      "media_type": "application/vnd.oci.image.manifest.v1+json", "platforms": [],
+                      "manifests": [subject], "blobs": []}]
+    doc["referrers"] = [{"repository": "team/app", "subject": subject, "digest": other,
+                         "media_type": "application/vnd.oci.image.manifest.v1+json",
+                         "artifact_type": "application/spdx+json", "tag": None, "manifests": [other], "blobs": []}]
+    return doc
+
+
+def test_referrers_parse_and_attach_to_their_image(tmp_path: Path) -> None:
+    m = BundleManifest.parse(json.dumps(with_referrer(tmp_path)).encode())
+    (r,) = m.referrers
+    assert r.artifact_type == "application/spdx+json" and m.referrers_of(m.images[0]) == [r]
+    assert BundleManifest.parse(m.to_json()).referrers == m.referrers
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: d["referrers"][0].update(subject="sha256:" + "b" * 64),  # not a manifest of an image
+    lambda d: d["referrers"][0].update(repository="other/repo"),
+    lambda d: d["referrers"][0].update(repository="../x"),
+    lambda d: d["referrers"][0].update(manifests=["sha256:" + "c" * 64]),  # not its own digest last
+    lambda d: d["referrers"][0].update(blobs=["sha256:" + "c" * 64]),  # not in the stream
+    lambda d: d["referrers"][0].update(tag="latest"),  # a tag that does not name the subject
+    lambda d: d["referrers"][0].update(tag="../x"),
+    lambda d: d["referrers"][0].update(artifact_type=7),
+    lambda d: d["referrers"][0].update(subject=d["referrers"][0]["digest"]),
+    lambda d: d["referrers"].append(d["referrers"][0]),
+    lambda d: d.update(referrers={"a": 1}),
+    lambda d: d.update(referrers=[7]),
+])
+def test_bad_referrers_refused(tmp_path: Path, mutate: Any) -> None:
+    doc = with_referrer(tmp_path)
+    mutate(doc)
+    with pytest.raises(ManifestError):
+        BundleManifest.parse(json.dumps(doc).encode())
+
+
 def test_deep_nesting_and_garbage(tmp_path: Path) -> None:
     with pytest.raises(ManifestError):
         BundleManifest.parse(b"[" * 100_000 + b"]" * 100_000)
@@ -167,7 +208,8 @@ json_values = st.recursive(
 
 
 @given(st.dictionaries(st.sampled_from(["format", "version", "stream", "chunks", "blobs", "files", "images",
-                                        "chunk_size", "bundle_id", "parity"]), json_values, max_size=10))
+                                        "chunk_size", "bundle_id", "parity", "referrers"]), json_values,
+                       max_size=10))
 @settings(max_examples=200, deadline=None)
 def test_parser_never_crashes(doc: dict[str, Any]) -> None:
     doc.setdefault("format", "airgap-bundle")
