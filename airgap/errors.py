@@ -44,7 +44,7 @@ class InvalidInput(AirgapError):
 
 class DigestMismatch(AirgapError):
     exit_code = 3
-    default_hint = "the content was corrupted or altered in transit; nothing was committed, run again"
+    default_hint = "the content was corrupted or altered in transit and was not used; run the command again"
 
 
 class UnsupportedManifest(AirgapError):

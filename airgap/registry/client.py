@@ -410,8 +410,12 @@ class RegistryClient:
         if resp.status_code in ok:
             return resp
         if resp.status_code == 404 or resp.status_code >= 408:
-            codes = resp.headers.get("content-type", "")
-            raise _Retry(f"{method} {redact(url)} answered {resp.status_code} {codes}")
+            from airgap.registry.session import registry_errors
+
+            codes, text = registry_errors(resp)
+            detail = " ".join(c for c in codes if c) or resp.reason_phrase
+            suffix = f" ({text})" if text else ""
+            raise _Retry(f"{method} {redact(url)} answered {resp.status_code} {detail}{suffix}")
         raise self.session.error(resp, what="upload a blob to", repository=repository)
 
     # -- tags and catalog ---------------------------------------------------------------------

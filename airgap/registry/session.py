@@ -358,7 +358,7 @@ class Session:
                                    url=redact(url)) from exc
                 if attempt >= limit:
                     raise ConnectionFailed(
-                        f"{self.host}: cannot {what or 'reach'} {self._subject(repository)}after {attempt} "
+                        f"cannot {what or 'reach'} {self._subject(repository) or self.host + ' '}after {attempt} "
                         f"tries: {type(exc).__name__}: {exc or 'connection failed'}",
                         registry=self.host, repository=repository, method=method, url=redact(url),
                         retryable=True) from exc
