@@ -128,3 +128,26 @@ def test_retries_exhausted_is_connection_failed() -> None:
 
     with pytest.raises(ConnectionFailed, match="after 3 tries"):
         client_for(handler).has_blob("repo", DESC.digest)
+
+
+def test_referrers_api_answers_and_absence() -> None:
+    subject = Digest.of(b"subject")
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": str(Digest.of(b"sig")), "size": 3,
+         "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json"}]}
+
+    def with_api(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/v2/":
+            return httpx.Response(200)
+        assert req.url.path == f"/v2/repo/referrers/{subject}"
+        return httpx.Response(200, json=index, headers={"content-type": "application/vnd.oci.image.index.v1+json"})
+
+    def without_api(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/v2/":
+            return httpx.Response(200)
+        return httpx.Response(404, text="404 page not found\n")  # distribution 2.8's unknown route
+
+    found = client_for(with_api).referrers("repo", subject)
+    assert found is not None and [str(d.digest) for d in found] == [str(Digest.of(b"sig"))]
+    assert found[0].artifact_type == "application/vnd.dev.cosign.artifact.sig.v1+json"
+    assert client_for(without_api).referrers("repo", subject) is None
