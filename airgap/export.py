@@ -11,7 +11,7 @@ import json
 import re
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +25,7 @@ from airgap.bundle.writer import STATE_DIR, write_stream
 from airgap.errors import InvalidInput
 from airgap.model.bundle import BundleImage, BundleManifest, BundleReferrer, StoredBlob, StoredFile
 from airgap.model.digest import Digest
-from airgap.model.manifest import OCI_INDEX
+from airgap.model.manifest import OCI_INDEX, Descriptor, Manifest
 from airgap.model.platform import Platform
 from airgap.model.reference import Reference
 from airgap.registry.pool import Registries
@@ -133,17 +133,7 @@ def plan_members(sources: Sources, requests: list[ImageRequest], progress: Progr
             progress(Notice(text))
         src = request.source
         source = f"{src.host}|{src.repository}"
-        for blob in planned.blobs:
-            before += blob.size
-            if str(blob.digest) not in seen:
-                seen.add(str(blob.digest))
-                entries.append(_Entry(blob_path(blob.digest.hex), blob.size, blob.media_type, str(blob.digest),
-                                      source=source))
-        for m in planned.manifests:
-            before += m.size
-            if str(m.digest) not in seen:
-                seen.add(str(m.digest))
-                entries.append(_Entry(blob_path(m.digest.hex), m.size, m.media_type, str(m.digest), data=m.data))
+        before += _add_members(planned.blobs, planned.manifests, entries, seen, source)
         from_layout = src.host.startswith(OCI_PREFIX)
         image = BundleImage(
             registry="" if from_layout else src.host, repository=src.repository, tag=src.tag,
@@ -168,6 +158,25 @@ def plan_members(sources: Sources, requests: list[ImageRequest], progress: Progr
     return entries, images, before, notices, referrers
 
 
+def _add_members(blobs: Sequence[Descriptor], manifests: Sequence[Manifest], entries: list[_Entry], seen: set[str],
+                 source: str) -> int:
+    """Append the blobs (streamed from ``source``) and manifests (held) not yet in the stream; return the bytes
+    they take before dedup."""
+    before = 0
+    for blob in blobs:
+        before += blob.size
+        if str(blob.digest) not in seen:
+            seen.add(str(blob.digest))
+            entries.append(_Entry(blob_path(blob.digest.hex), blob.size, blob.media_type, str(blob.digest),
+                                  source=source))
+    for m in manifests:
+        before += m.size
+        if str(m.digest) not in seen:
+            seen.add(str(m.digest))
+            entries.append(_Entry(blob_path(m.digest.hex), m.size, m.media_type, str(m.digest), data=m.data))
+    return before
+
+
 def _add_referrers(planned: PlannedImage, image: BundleImage, entries: list[_Entry], seen: set[str],
                    referrers: list[BundleReferrer], keys: set[tuple[str, str, str, str | None]], source: str) -> int:
     """Append the referrers' new blobs and manifests to the stream's members; return their bytes before dedup."""
@@ -177,17 +186,7 @@ def _add_referrers(planned: PlannedImage, image: BundleImage, entries: list[_Ent
         if key in keys:
             continue
         keys.add(key)
-        for blob in ref.blobs:
-            before += blob.size
-            if str(blob.digest) not in seen:
-                seen.add(str(blob.digest))
-                entries.append(_Entry(blob_path(blob.digest.hex), blob.size, blob.media_type, str(blob.digest),
-                                      source=source))
-        for m in ref.manifests:
-            before += m.size
-            if str(m.digest) not in seen:
-                seen.add(str(m.digest))
-                entries.append(_Entry(blob_path(m.digest.hex), m.size, m.media_type, str(m.digest), data=m.data))
+        before += _add_members(ref.blobs, ref.manifests, entries, seen, source)
         referrers.append(BundleReferrer(
             repository=image.repository, subject=ref.subject, digest=ref.root.digest, media_type=ref.root.media_type,
             artifact_type=ref.artifact_type, tag=ref.tag, manifests=tuple(m.digest for m in ref.manifests),
@@ -227,8 +226,6 @@ def _members(entries: list[_Entry], sources: Sources) -> list[Member]:
             out.append(Member(e.path, e.size, e.media_type, digest, data=e.data, trailer=trailer))
         else:
             assert digest is not None
-            from airgap.model.manifest import Descriptor
-
             opener = sources.blob_opener(_source_ref(e), Descriptor(e.media_type, digest, e.size))
             out.append(Member(e.path, e.size, e.media_type, digest, opener=opener, trailer=trailer))
     return out
