@@ -86,8 +86,9 @@ class RegistryClient:
             return Digest.parse(header)
         return Digest.parse(identifier) if identifier.startswith("sha256:") else None
 
-    def put_manifest(self, repository: str, manifest: Manifest, tag: str | None = None) -> None:
-        """Push a manifest's exact bytes under its digest, or under ``tag``."""
+    def put_manifest(self, repository: str, manifest: Manifest, tag: str | None = None) -> str | None:
+        """Push a manifest's exact bytes under its digest, or under ``tag``. Returns the registry's
+        ``OCI-Subject`` header (set by registries that indexed the manifest's subject), if any."""
         ident = tag or str(manifest.digest)
         resp = self.session.request(
             "PUT", f"/v2/{repository}/manifests/{ident}", scopes=(repo_scope(repository, "pull,push"),),
@@ -101,6 +102,8 @@ class RegistryClient:
             raise DigestMismatch(
                 f"{self.host}/{repository}: the registry stored manifest {ident} as {got}, expected "
                 f"{manifest.digest}", hint="the registry rewrote the manifest; it cannot keep digests")
+        subject: str | None = resp.headers.get("oci-subject")
+        return subject
 
     # -- referrers (OCI 1.1) ------------------------------------------------------------------
     def referrers(self, repository: str, digest: Digest) -> list[Descriptor] | None:
@@ -144,15 +147,8 @@ class RegistryClient:
         """Push a manifest that has a ``subject`` by digest (exact bytes). True when the registry says it
         indexed the subject itself (``OCI-Subject``); callers should still check with :meth:`referrers`
         (ECR sends the header without a referrers API)."""
-        ident = str(manifest.digest)
-        resp = self.session.request(
-            "PUT", f"/v2/{repository}/manifests/{ident}", scopes=(repo_scope(repository, "pull,push"),),
-            headers={"Content-Type": manifest.media_type}, content=manifest.data, ok=(200, 201, 202, 409),
-            repository=repository, what=f"push referrer {manifest.digest.short} to",
-        )
-        if resp.status_code == 409 and self.head_manifest(repository, ident) != manifest.digest:
-            raise self.session.error(resp, what=f"push referrer {ident} to", repository=repository)
-        return bool(manifest.subject is not None and resp.headers.get("oci-subject") == str(manifest.subject.digest))
+        indexed = self.put_manifest(repository, manifest)
+        return manifest.subject is not None and indexed == str(manifest.subject.digest)
 
     def add_fallback_referrers(self, repository: str, subject: Digest, referrers: list[Manifest], *,
                                tries: int = 8) -> bool:
