@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from airgap.bundle.files import BundleError
-from airgap.bundle.reader import BundleReader, ChunkMissing, ChunkProblem
+from airgap.bundle.reader import BundleReader, ChunkMissing
 from airgap.bundle.source import BUNDLE_HOST, BundleSource
 from airgap.errors import AirgapError, InvalidInput, InvalidReference, RegistryError
 from airgap.journal import ImportJournal
@@ -109,7 +109,6 @@ class ImportResult:
     transfer: TransferResult | None = None
     seconds: float = 0.0
     already_done: bool = False
-    missing_chunks: list[ChunkProblem] = field(default_factory=list)
     referrers: int = 0  # referrer manifests pushed (or found there)
     referrer_indexes: int = 0  # fallback tag indexes (sha256-<hex>) written
 

@@ -53,18 +53,3 @@ def take(it: Iterator[bytes], n: int, buffer: list[bytes]) -> Iterator[bytes]:
         remaining -= len(chunk)
         if chunk:
             yield chunk
-
-
-def rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
-    """Coalesce small chunks into pieces of about ``size`` bytes (fewer syscalls and hash calls)."""
-    pending: list[bytes] = []
-    have = 0
-    for chunk in chunks:
-        pending.append(chunk)
-        have += len(chunk)
-        if have >= size:
-            yield b"".join(pending)
-            pending.clear()
-            have = 0
-    if pending:
-        yield b"".join(pending)

@@ -95,12 +95,6 @@ def member_segments(member: Member, *, segment: int, start: int = 0,
     yield k, b"".join(([head] if k == 0 else []) + parts + [tail])
 
 
-def member_frames(member: Member, *, segment: int, level: int, start: int = 0) -> Iterator[bytes]:
-    """The encoded frames ``start..`` of ``member``, one after the other (no parallelism)."""
-    for _, piece in member_segments(member, segment=segment, start=start):
-        yield encode(piece, store=member.store, level=level)
-
-
 class _Stopped(Exception):
     """The consumer went away; a producer stops reading."""
 

@@ -109,7 +109,3 @@ class LayoutSource:
                                offset=offset)
 
         return opener
-
-
-def layout_images(path: Path) -> list[str]:
-    return LayoutSource(path).names()

@@ -4,7 +4,7 @@ from airgap.errors import DigestMismatch
 from airgap.model.digest import Digest
 from airgap.registry.auth import merge_scopes, parse_challenge
 from airgap.registry.session import is_loopback, redact
-from airgap.streams import rechunk, take, verified
+from airgap.streams import take, verified
 
 
 def test_verified_ok_and_failures() -> None:
@@ -21,13 +21,12 @@ def test_verified_ok_and_failures() -> None:
     assert b"".join(verified([data[500:]], d, 1000, "blob", offset=500)) == data[500:]
 
 
-def test_take_and_rechunk() -> None:
+def test_take() -> None:
     it = iter([b"abc", b"defg", b"h"])
     buf: list[bytes] = []
     assert b"".join(take(it, 5, buf)) == b"abcde"
     assert b"".join(take(it, 2, buf)) == b"fg"
     assert b"".join(take(it, 10, buf)) == b"h"
-    assert list(rechunk([b"a", b"b", b"c"], 2)) == [b"ab", b"c"]
 
 
 def test_challenge() -> None:
