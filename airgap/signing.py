@@ -59,6 +59,7 @@ import nacl.secret
 import nacl.signing
 import nacl.utils
 
+from airgap.atomic import fsync_dir
 from airgap.errors import AirgapError, InvalidInput
 
 __all__ = [
@@ -573,17 +574,4 @@ def _write_new(path: Path, content: bytes, mode: int, overwrite: bool) -> None:
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(directory)

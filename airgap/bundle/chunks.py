@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from airgap.bundle.files import fsync_dir, os_error
+from airgap.atomic import fsync_dir
+from airgap.bundle.files import os_error
 from airgap.model.bundle import Chunk
 
 CHUNK_PATTERN = "chunk-{:06d}.bin"

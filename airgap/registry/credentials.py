@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airgap.atomic import write_atomic
 from airgap.errors import AirgapError, InvalidInput
 from airgap.model.reference import DOCKER_HUB, parse_host
 
@@ -160,22 +161,6 @@ class Keychain:
         return None
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically with mode 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def store_credentials(host: str, cred: Credential, path: Path | None = None) -> Path:
     """Store credentials as ``docker login`` does: via the configured helper, else in config.json (0600)."""
     host = parse_host(host)
@@ -197,5 +182,6 @@ def store_credentials(host: str, cred: Credential, path: Path | None = None) -> 
     else:
         auth = base64.b64encode(f"{cred.username}:{cred.password}".encode()).decode()
         config.setdefault("auths", {})[key] = {"auth": auth}
-    _write_private(path, (json.dumps(config, indent="\t") + "\n").encode())
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_atomic(path, (json.dumps(config, indent="\t") + "\n").encode(), mode=0o600)
     return path
