@@ -9,7 +9,6 @@ check with skopeo that every image arrived with its original digest, and import 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import subprocess
@@ -20,14 +19,9 @@ from pathlib import Path
 from scripts.demo_images import build_demo_layout
 from scripts.push_layout import push_layout
 from tests.harness.registry import start_registry
+from tests.harness.skopeo import skopeo_digest
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def skopeo_digest(ref: str) -> str:
-    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
-                         check=True, capture_output=True, timeout=120).stdout
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 def step(text: str) -> None:
