@@ -34,8 +34,9 @@ Signature file (detached; the signature is over the exact bytes of the signed fi
     {"type": "airgap-signature", "version": 1, "algorithm": "ed25519", "key_id": "ed25519:...",
      "signature": "<b64 of the 64-byte Ed25519 signature>"}
 
-    Readers refuse signature files over 4 KiB before parsing them. A signature is accepted only when its
-    key_id names one of the trusted public keys AND the signature verifies with that key.
+    Readers refuse signature files over 4 KiB before parsing them, and any signature file that is not byte for
+    byte this canonical form (so an edit anywhere in the file, even to whitespace, is refused). A signature is
+    accepted only when its key_id names one of the trusted public keys AND the signature verifies with that key.
 """
 
 from __future__ import annotations
@@ -333,12 +334,16 @@ def read_passphrase(passphrase_file: Path | None, env: Mapping[str, str]) -> byt
 def sign(key: PrivateKey, data: bytes) -> bytes:
     """The content of a detached signature file for ``data``."""
     signature = nacl.signing.SigningKey(key.seed).sign(data).signature
+    return _signature_file(key.key_id, signature)
+
+
+def _signature_file(key_id: str, signature: bytes) -> bytes:
     return _dump(
         {
             "type": SIGNATURE_TYPE,
             "version": FORMAT_VERSION,
             "algorithm": ALGORITHM,
-            "key_id": key.key_id,
+            "key_id": key_id,
             "signature": _b64(signature),
         }
     )
@@ -373,6 +378,11 @@ def verify(
         signature = _decode_b64_field(obj, "signature", 64)
     except _BadField as exc:
         raise MalformedSignature(f"{source} is malformed: {exc}") from None
+    if signature_file != _signature_file(key_id, signature):
+        raise MalformedSignature(
+            f"{source} has been edited: it is not byte for byte the form airgap writes",
+            hint="copy manifest.json.sig again from the original media",
+        )
     candidates = [k for k in trusted if k.key_id == key_id]
     if not candidates:
         known = ", ".join(sorted({k.key_id for k in trusted})) or "none"

@@ -288,7 +288,7 @@ def tamper(case: str, bundle: Bundle) -> tuple[str, ...]:
     if case == "signature-replaced":  # well-formed, the right key id, 64 random bytes
         sig = json.loads(spath.read_bytes())
         sig["signature"] = base64.b64encode(os.urandom(64)).decode()
-        spath.write_bytes(json.dumps(sig).encode())
+        spath.write_bytes((json.dumps(sig, indent=2) + "\n").encode())  # canonical form: the signature is checked
         return ("manifest.json does not match its signature",)
     if case == "signed-by-another-key":  # the courier edits the manifest and signs it with their own key
         obj = json.loads(data)
@@ -300,7 +300,7 @@ def tamper(case: str, bundle: Bundle) -> tuple[str, ...]:
     assert case == "another-key-claiming-the-trusted-id"
     sig = json.loads(sign(attacker, data))
     sig["key_id"] = bundle.manifest.key_id
-    spath.write_bytes(json.dumps(sig).encode())
+    spath.write_bytes((json.dumps(sig, indent=2) + "\n").encode())
     return ("manifest.json does not match its signature",)
 
 

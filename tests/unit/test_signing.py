@@ -57,6 +57,11 @@ def read_json(path: Path) -> dict[str, Any]:
     return obj
 
 
+def canonical(obj: dict[str, Any]) -> bytes:
+    """A signature file's canonical bytes (what ``sign`` writes), so a test reaches the signature check."""
+    return (json.dumps(obj, indent=2) + "\n").encode()
+
+
 def write_json(path: Path, obj: dict[str, Any], mode: int = 0o600) -> None:
     path.write_text(json.dumps(obj))
     path.chmod(mode)
@@ -447,7 +452,7 @@ def test_one_byte_change_of_signature_is_refused(signer: PrivateKey) -> None:
         obj = json.loads(sig)
         obj["signature"] = base64.b64encode(bytes(changed)).decode()
         with pytest.raises(BadSignature):
-            verify(DATA, json.dumps(obj).encode(), [signer.public])
+            verify(DATA, canonical(obj), [signer.public])
 
 
 def test_every_byte_change_of_signature_file_is_refused(signer: PrivateKey) -> None:
@@ -455,19 +460,47 @@ def test_every_byte_change_of_signature_file_is_refused(signer: PrivateKey) -> N
     for i in range(len(sig)):
         changed = bytearray(sig)
         changed[i] ^= 0x01
-        try:
+        with pytest.raises(SignatureError):
             verify(DATA, bytes(changed), [signer.public])
-        except SignatureError:
-            continue
-        # only changes that keep the file equivalent may pass: whitespace that JSON ignores
-        assert chr(sig[i]) in " \n\t\r"
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda s: s.replace(b'  "key_id"', b'\t"key_id"'),  # whitespace JSON ignores
+        lambda s: s.replace(b"\n}", b"}"),
+        lambda s: s + b"\n",
+        lambda s: s.replace(b'": ', b'":', 1),
+        lambda s: json.dumps(json.loads(s)).encode(),  # the same content on one line
+        lambda s: json.dumps(json.loads(s), indent=2, sort_keys=True).encode() + b"\n",  # reordered
+    ],
+)
+def test_equivalent_but_edited_signature_file_is_refused(signer: PrivateKey, edit: Any) -> None:
+    sig = sign(signer, DATA)
+    edited = edit(sig)
+    assert edited != sig and json.loads(edited) == json.loads(sig)
+    with pytest.raises(MalformedSignature, match="has been edited"):
+        verify(DATA, edited, [signer.public])
+
+
+def test_non_canonical_base64_is_refused(signer: PrivateKey) -> None:
+    """64 bytes encode to 86 characters and '=='; the last character carries 4 unused bits that decoders ignore."""
+    sig = sign(signer, DATA)
+    obj = json.loads(sig)
+    text = obj["signature"]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet.index(text[85])
+    obj["signature"] = text[:85] + alphabet[last ^ 0x01] + "=="
+    assert base64.b64decode(obj["signature"]) == base64.b64decode(text)
+    with pytest.raises(MalformedSignature, match="has been edited"):
+        verify(DATA, canonical(obj), [signer.public])
 
 
 def test_untrusted_key_claiming_a_trusted_key_id(signer: PrivateKey) -> None:
     attacker = PrivateKey.generate()
     obj = json.loads(sign(attacker, DATA))
     obj["key_id"] = signer.key_id
-    forged = json.dumps(obj).encode()
+    forged = canonical(obj)
     with pytest.raises(BadSignature):
         verify(DATA, forged, [signer.public])
 
@@ -500,7 +533,7 @@ def signature_with(signer: PrivateKey, **change: Any) -> bytes:
             del obj[key]
         else:
             obj[key] = value
-    return json.dumps(obj).encode()
+    return canonical(obj)
 
 
 @pytest.mark.parametrize(
