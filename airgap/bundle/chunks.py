@@ -14,9 +14,10 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from airgap.atomic import fsync_dir
+from airgap.bundle.directio import DirectWriter, stage_buffer
 from airgap.bundle.files import os_error
 from airgap.model.bundle import Chunk
 
@@ -108,7 +109,8 @@ class ChunkWriter:
         self.journal = journal
         self.index = len(journal.chunks)
         self.position = self.index * chunk_size  # stream offset of the next byte
-        self._file: BinaryIO | None = None
+        self._file: DirectWriter | None = None
+        self._stage = stage_buffer()
         self._hash = hashlib.sha256()
         self._filled = 0
         self._pending: list[tuple[int, FrameRecord]] = []  # (end offset, frame) not yet journaled
@@ -116,10 +118,10 @@ class ChunkWriter:
     def _tmp(self) -> Path:
         return self.out_dir / f".{chunk_name(self.index)}.partial"
 
-    def _open(self) -> BinaryIO:
+    def _open(self) -> DirectWriter:
         if self._file is None:
             try:
-                self._file = open(self._tmp(), "wb")  # noqa: SIM115 - closed in _seal
+                self._file = DirectWriter(self._tmp(), buffer=self._stage)
             except OSError as exc:
                 raise os_error(exc, f"creating {chunk_name(self.index)} in {self.out_dir}") from exc
             self._hash = hashlib.sha256()
@@ -152,9 +154,7 @@ class ChunkWriter:
         assert f is not None
         name = chunk_name(self.index)
         try:
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
+            f.close()  # writes what is staged, fsyncs
             os.replace(self._tmp(), self.out_dir / name)
         except OSError as exc:
             raise os_error(exc, f"finishing {name} in {self.out_dir}") from exc
@@ -171,7 +171,7 @@ class ChunkWriter:
         if self._file is not None and self._filled:
             self._seal()
         elif self._file is not None:
-            self._file.close()
+            self._file.abort()
             self._tmp().unlink(missing_ok=True)
             self._file = None
         return list(self.journal.chunks)
@@ -180,6 +180,6 @@ class ChunkWriter:
         """After a failure: close and remove the unfinished chunk (on a full disk, that frees its space at once)."""
         if self._file is not None:
             with contextlib.suppress(OSError):
-                self._file.close()
+                self._file.abort()
             self._file = None
             self._tmp().unlink(missing_ok=True)

@@ -1,0 +1,114 @@
+"""Chunk files written and read around the page cache (``O_DIRECT``), with a buffered fallback.
+
+Why: chunk files are large, written once and read once, usually on removable media. Through the page
+cache every byte is copied into freshly allocated cache pages first, which costs more CPU than hashing
+it (measured on the 2-core test VM: 864 MiB written buffered in 2.5-3 s, with ``O_DIRECT`` in 0.6 s;
+read back uncached 2.7 s against 0.7 s), evicts the operator's working set, and makes progress lie
+(the data sits in dirty pages until the final ``fsync``). ``O_DIRECT`` needs aligned buffers, offsets
+and lengths, so data goes through a page-aligned staging buffer; the unaligned tail of a file is written
+after ``O_DIRECT`` is switched off. Where the file system refuses ``O_DIRECT`` (tmpfs, some FUSE and
+network file systems answer EINVAL) everything falls back to plain buffered I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import mmap
+import os
+from pathlib import Path
+
+ALIGN = 4096
+STAGE = 8 * 1024 * 1024
+_DIRECT = getattr(os, "O_DIRECT", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+class DirectWriter:
+    """A new file written sequentially; ``close()`` writes the tail and fsyncs. Raises OSError like ``os.write``."""
+
+    def __init__(self, path: Path, *, mode: int = 0o644, buffer: mmap.mmap | None = None) -> None:
+        """``buffer``: a reusable staging buffer of ``STAGE`` bytes (from :func:`stage_buffer`), else one is made."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC
+        self.direct = bool(_DIRECT)
+        try:
+            self.fd = os.open(path, flags | _DIRECT, mode) if self.direct else os.open(path, flags, mode)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self.direct = False
+            self.fd = os.open(path, flags, mode)
+        self._own = buffer is None
+        self._buf = (stage_buffer() if buffer is None else buffer) if self.direct else None
+        self._fill = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        if self._buf is None:
+            self._write_all(view)
+            return
+        while len(view):
+            n = min(STAGE - self._fill, len(view))
+            self._buf[self._fill : self._fill + n] = view[:n]
+            self._fill += n
+            view = view[n:]
+            if self._fill == STAGE:
+                self._flush(STAGE)
+
+    def _flush(self, length: int) -> None:
+        assert self._buf is not None
+        with memoryview(self._buf) as whole, whole[:length] as view:
+            self._write_all(view)
+        self._fill -= length
+        if self._fill:  # only after a fallback: keep the rest at the start of the buffer
+            self._buf.move(0, length, self._fill)
+
+    def _write_all(self, view: memoryview) -> None:
+        while len(view):
+            try:
+                n = os.write(self.fd, view)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or not self.direct:
+                    raise
+                self._buffered()  # the file system took the open but refuses the writes
+                continue
+            if n == 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            if n % ALIGN:
+                self._buffered()
+            view = view[n:]
+
+    def _buffered(self) -> None:
+        if self.direct:
+            fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~_DIRECT)
+            self.direct = False
+
+    def close(self) -> None:
+        """Write what is staged, fsync and close (the file is complete on the media when this returns)."""
+        try:
+            if self._buf is not None and self._fill:
+                aligned = self._fill - self._fill % ALIGN
+                if aligned:
+                    self._flush(aligned)
+                if self._fill:
+                    self._buffered()
+                    self._flush(self._fill)
+            os.fsync(self.fd)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Close without finishing (the caller removes the file)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self._buf is not None and self._own:
+            with contextlib.suppress(BufferError):  # a view still held by a traceback: the GC frees it
+                self._buf.close()
+        self._buf = None
+
+
+def stage_buffer() -> mmap.mmap:
+    """A page-aligned staging buffer for :class:`DirectWriter` (reuse it: fresh pages cost a fault each)."""
+    return mmap.mmap(-1, STAGE)

@@ -1,0 +1,97 @@
+"""DirectWriter: exact bytes whatever the sizes and alignment, through O_DIRECT or the buffered fallback."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from airgap.bundle import directio
+from airgap.bundle.directio import ALIGN, STAGE, DirectWriter, stage_buffer
+
+SIZES = [0, 1, ALIGN - 1, ALIGN, ALIGN + 1, STAGE - 1, STAGE, STAGE + 1, 2 * STAGE + ALIGN, 3 * STAGE + 12345]
+
+
+def _write(path: Path, data: bytes, rng: random.Random, **kw: object) -> DirectWriter:
+    w = DirectWriter(path, **kw)  # type: ignore[arg-type]
+    at = 0
+    while at < len(data):
+        n = rng.choice([1, 7, ALIGN, 65536, 1 << 20, 5 << 20, len(data)])
+        w.write(memoryview(data)[at : at + n])
+        at += n
+    w.close()
+    return w
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_exact_bytes(tmp_path: Path, size: int) -> None:
+    rng = random.Random(size)
+    data = rng.randbytes(size)
+    path = tmp_path / "f"
+    w = DirectWriter(path)
+    assert w.direct, "the test directory's file system takes O_DIRECT: the direct path must be the one tested"
+    w.abort()
+    _write(path, data, rng)
+    assert path.read_bytes() == data
+
+
+def test_shared_buffer_is_reused_and_kept(tmp_path: Path) -> None:
+    buf = stage_buffer()
+    rng = random.Random(1)
+    for n in range(3):
+        data = rng.randbytes(STAGE + 1000 * n)
+        _write(tmp_path / f"f{n}", data, rng, buffer=buf)
+        assert (tmp_path / f"f{n}").read_bytes() == data
+    assert not buf.closed
+
+
+def test_fallback_when_open_refuses_direct(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_open = os.open
+
+    def fake_open(path: str, flags: int, mode: int = 0o777) -> int:
+        if flags & directio._DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(directio.os, "open", fake_open)
+    data = random.Random(2).randbytes(STAGE + 5)
+    w = _write(tmp_path / "f", data, random.Random(3))
+    assert not w.direct
+    assert (tmp_path / "f").read_bytes() == data
+
+
+def test_fallback_when_writes_refuse_direct(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some file systems take the open but answer EINVAL to the first aligned write."""
+    real_write = os.write
+    calls = {"refused": 0}
+
+    def fake_write(fd: int, data: object) -> int:
+        import fcntl
+
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & directio._DIRECT:
+            calls["refused"] += 1
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(directio.os, "write", fake_write)
+    data = random.Random(4).randbytes(2 * STAGE + 77)
+    w = _write(tmp_path / "f", data, random.Random(5))
+    assert calls["refused"] == 1 and not w.direct
+    assert (tmp_path / "f").read_bytes() == data
+
+
+def test_other_errors_are_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(fd: int, data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    w = DirectWriter(tmp_path / "f")
+    monkeypatch.setattr(directio.os, "write", full)
+    w.write(b"x" * (STAGE - 1))  # staged only
+    with pytest.raises(OSError) as info:
+        w.write(b"yy")
+    assert info.value.errno == errno.ENOSPC
+    w.abort()
+    assert w.fd == -1
