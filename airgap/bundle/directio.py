@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import mmap
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 ALIGN = 4096
@@ -112,3 +114,63 @@ class DirectWriter:
 def stage_buffer() -> mmap.mmap:
     """A page-aligned staging buffer for :class:`DirectWriter` (reuse it: fresh pages cost a fault each)."""
     return mmap.mmap(-1, STAGE)
+
+
+def read_range(path: Path, offset: int, length: int, *, block: int = 1024 * 1024) -> Iterator[bytes]:
+    """Bytes ``[offset, offset + length)`` of ``path`` (fewer if the file is shorter), read with ``O_DIRECT``
+    in aligned blocks of ``block`` bytes where the file system allows it, else buffered."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _CLOEXEC | _DIRECT) if _DIRECT else -1
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        fd = -1
+    if fd < 0:
+        yield from _read_buffered(path, offset, length, block)
+        return
+    buf = mmap.mmap(-1, block)
+    try:
+        pos = offset - offset % ALIGN
+        skip = offset - pos
+        left = length
+        while left > 0:
+            want = min(block, -(-(skip + left) // ALIGN) * ALIGN)
+            try:
+                with memoryview(buf) as whole, whole[:want] as view:
+                    n = os.preadv(fd, [view], pos)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                yield from _read_buffered(path, offset + length - left, left, block)
+                return
+            if n <= skip:
+                return
+            take = min(n - skip, left)
+            yield buf[skip : skip + take]
+            left -= take
+            pos += n
+            skip = 0
+            if n < want:
+                return
+    finally:
+        os.close(fd)
+        with contextlib.suppress(BufferError):
+            buf.close()
+
+
+def _read_buffered(path: Path, offset: int, length: int, block: int) -> Iterator[bytes]:
+    with open(path, "rb", buffering=0) as f:
+        f.seek(offset)
+        while length > 0:
+            data = f.read(min(block, length))
+            if not data:
+                return
+            length -= len(data)
+            yield data
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    for block in read_range(path, 0, 1 << 62, block=4 * 1024 * 1024):
+        h.update(block)
+    return h.hexdigest()

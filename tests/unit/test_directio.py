@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import random
 from pathlib import Path
@@ -95,3 +96,31 @@ def test_other_errors_are_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert info.value.errno == errno.ENOSPC
     w.abort()
     assert w.fd == -1
+
+
+@pytest.mark.parametrize("size", [0, 1, ALIGN - 1, ALIGN + 3, 3 * (1 << 20) + 5])
+def test_read_range_any_offset_and_length(tmp_path: Path, size: int) -> None:
+    rng = random.Random(size)
+    data = rng.randbytes(size)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    cases = [(0, size), (0, size + 10), (size, 5)] + [
+        (rng.randrange(size + 1), rng.randrange(size + 2)) for _ in range(40)]
+    for offset, length in cases:
+        got = b"".join(directio.read_range(path, offset, length, block=1 << 16))
+        assert got == data[offset : offset + length], (offset, length)
+    assert directio.sha256_file(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_read_range_buffered_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_open = os.open
+
+    def fake_open(path: str, flags: int, mode: int = 0o777) -> int:
+        if flags & directio._DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, mode)
+
+    data = random.Random(9).randbytes(100_000)
+    (tmp_path / "f").write_bytes(data)
+    monkeypatch.setattr(directio.os, "open", fake_open)
+    assert b"".join(directio.read_range(tmp_path / "f", 777, 50_000, block=4096)) == data[777:50_777]
