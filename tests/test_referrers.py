@@ -243,3 +243,25 @@ def test_schema1_is_refused_with_a_clear_message(registry_factory: RegistryFacto
         "size": len(data), "annotations": {"org.opencontainers.image.ref.name": "old/app:v1"}}]}))
     r = run_airgap("export", f"oci:{layout}", "--output", str(tmp_path / "out"), "--key", str(key))
     assert r.returncode == 4 and "is a Docker schema1 manifest" in r.stderr and "re-push" in r.stderr, r.output
+
+
+def test_platform_subset_says_which_referrers_of_the_full_index_stay_behind(
+        registry: RegistryServer, key: Path, tmp_path: Path, run_airgap: RunAirgap) -> None:
+    """A signature on a two-platform index signs that index; a one-platform export replaces the index, so
+    the signature cannot come along: the export says so (and keeps the referrers of the kept manifest)."""
+    repo = "cut/app"
+    amd = image(registry, tmp_path, repo, "amd", "cut-amd")
+    arm = image(registry, tmp_path, repo, "arm", "cut-arm")
+    index = push_manifest(registry, repo, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {**amd, "platform": {"os": "linux", "architecture": "amd64"}},
+        {**arm, "platform": {"os": "linux", "architecture": "arm64"}}]}, "v1")
+    sig = artifact(registry, repo, index, NOTARY, b"index-signature", "application/jose+json")
+    fallback_index(registry, repo, index["digest"], [sig])
+    sbom = artifact(registry, repo, amd, SPDX, b'{"spdxVersion":"SPDX-2.3"}', SPDX)
+    fallback_index(registry, repo, amd["digest"], [sbom])
+    out = tmp_path / "bundle"
+    r = export(run_airgap, key, out, f"{registry.host}/{repo}:v1", "--platform", "linux/amd64")
+    said = " ".join(r.output.split())
+    assert f"1 referrer(s) of the full index {index['digest']} left out ({NOTARY})" in said, r.output
+    doc = json.loads(run_airgap("inspect", str(out), "--json").stdout)
+    assert [x["digest"] for x in doc["images"][0]["referrers"]] == [sbom["digest"]]

@@ -98,6 +98,7 @@ def plan_image(source: Source, request: ImageRequest, referrers: ReferrerOptions
         raise InvalidInput(f"{ref} resolved to {root.digest}")
     image = PlannedImage(request=request, root=root, source_digest=str(root.digest))
     seen_blobs: set[str] = set()
+    cut: list[Digest] = []  # indexes replaced by a platform subset: their referrers cannot come along
 
     def walk(manifest: Manifest, depth: int, platform: Platform | None) -> Manifest:
         if depth > MAX_DEPTH:
@@ -114,6 +115,7 @@ def plan_image(source: Source, request: ImageRequest, referrers: ReferrerOptions
                 image.notices.append(
                     f"{ref}: only platforms {', '.join(str(d.platform) for d in keep)} kept; the index digest "
                     f"changes from {manifest.digest} to {filtered.digest}")
+                cut.append(manifest.digest)
             manifest = filtered
         else:
             if platform is not None:
@@ -128,6 +130,13 @@ def plan_image(source: Source, request: ImageRequest, referrers: ReferrerOptions
     image.root = walk(root, 0, None)
     if referrers.enabled:
         image.referrers = plan_referrers(source, ref, [m.digest for m in image.manifests], referrers)
+        for digest in cut:
+            left = [r for r in plan_referrers(source, ref, [digest], referrers) if r.subject == digest]
+            if left:
+                kinds = ", ".join(sorted({r.artifact_type or r.root.media_type for r in left}))
+                image.notices.append(
+                    f"{ref}: {len(left)} referrer(s) of the full index {digest} left out ({kinds}): they refer to "
+                    "the index that the platform subset replaces; export all platforms to keep them")
     return image
 
 
