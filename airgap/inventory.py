@@ -1,0 +1,147 @@
+"""``inventory``: what a (disconnected) registry holds, in a small file carried back across the gap.
+
+The export side reads it with ``--exclude-inventory`` to leave out every blob the target already has.
+Walks the catalog (or the repositories named), every tag and every manifest below it; manifests whose
+type airgap does not handle (schema1) are skipped with a notice, since their blobs cannot be relied on.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from airgap import __version__
+from airgap.atomic import write_atomic
+from airgap.errors import AirgapError, InvalidInput, NotFound, PermissionDenied, RegistryError, UnsupportedManifest
+from airgap.model.delta import Inventory, InventoryBlob, InventoryError, InventoryImage, check_repository
+from airgap.model.digest import Digest
+from airgap.model.manifest import Manifest
+from airgap.registry.client import RegistryClient
+from airgap.signing import PrivateKey, PublicKey, sign, verify
+
+MAX_DEPTH = 4
+
+
+@dataclass
+class InventoryResult:
+    inventory: Inventory
+    notices: list[str] = field(default_factory=list)
+
+
+def take_inventory(client: RegistryClient, prefix: str = "", repositories: Sequence[str] = (), *, jobs: int = 6,
+                   on_repository: Callable[[str], None] | None = None) -> InventoryResult:
+    """List the images and blobs of every repository under ``prefix`` (or of ``repositories``, relative to it)."""
+    if prefix:
+        check_repository(prefix, "prefix")
+    if repositories:
+        names = [f"{prefix}/{r}" if prefix else r for r in (check_repository(r, "--repo") for r in repositories)]
+    else:
+        try:
+            names = client.catalog()
+        except (PermissionDenied, NotFound) as exc:
+            raise InvalidInput(f"{client.host} does not let us list its repositories ({exc.message})",
+                               hint="name the repositories to take with --repo NAME (repeatable)") from None
+        except RegistryError as exc:
+            if exc.status in (401, 403, 404, 405):
+                raise InvalidInput(f"{client.host} does not let us list its repositories ({exc.message})",
+                                   hint="name the repositories to take with --repo NAME (repeatable)") from None
+            raise
+        names = [n for n in names if not prefix or n.startswith(prefix + "/")]
+    lock = threading.Lock()
+    images: list[InventoryImage] = []
+    blobs: dict[Digest, tuple[int, set[str]]] = {}
+    manifests: set[Digest] = set()
+    notices: list[str] = []
+
+    def relative(name: str) -> str:
+        return name[len(prefix) + 1:] if prefix else name
+
+    def walk(repo: str) -> None:
+        rel = relative(repo)
+        if on_repository is not None:
+            on_repository(repo)
+        found: list[InventoryImage] = []
+        seen: dict[Digest, Manifest] = {}
+        repo_blobs: dict[Digest, int] = {}
+        for tag in sorted(client.list_tags(repo)):
+            try:
+                root = client.get_manifest(repo, tag)
+            except UnsupportedManifest as exc:
+                with lock:
+                    notices.append(f"{client.host}/{repo}:{tag} skipped: {exc.message}")
+                continue
+            except NotFound:
+                continue  # deleted while we walked
+            found.append(InventoryImage(rel, tag, root.digest, root.media_type))
+            _collect(client, repo, root, seen, repo_blobs, 0)
+        with lock:
+            images.extend(found)
+            manifests.update(seen)
+            for digest, size in repo_blobs.items():
+                blobs.setdefault(digest, (size, set()))[1].add(rel)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="airgap-inventory") as pool:
+        for future in [pool.submit(walk, n) for n in sorted(set(names))]:
+            future.result()
+    inventory = Inventory(
+        inventory_id="i-" + uuid.uuid4().hex, created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        tool=f"airgap {__version__}", registry=client.host, prefix=prefix,
+        images=tuple(sorted(images, key=lambda i: (i.repository, i.tag or ""))),
+        blobs=tuple(InventoryBlob(d, size, tuple(sorted(repos))) for d, (size, repos) in sorted(
+            blobs.items(), key=lambda kv: str(kv[0]))),
+        manifests=tuple(sorted(manifests, key=str)),
+    )
+    return InventoryResult(inventory, notices)
+
+
+def _collect(client: RegistryClient, repo: str, manifest: Manifest, seen: dict[Digest, Manifest],
+             blobs: dict[Digest, int], depth: int) -> None:
+    if manifest.digest in seen or depth > MAX_DEPTH:
+        return
+    seen[manifest.digest] = manifest
+    for desc in manifest.manifests:
+        if desc.digest in seen:
+            continue
+        try:
+            child = client.get_manifest(repo, str(desc.digest))
+        except (NotFound, UnsupportedManifest):
+            continue  # an index may name platforms the registry never received
+        _collect(client, repo, child, seen, blobs, depth + 1)
+    for blob in manifest.blobs():
+        blobs[blob.digest] = blob.size
+
+
+def write_inventory(inventory: Inventory, path: Path, key: PrivateKey | None = None) -> None:
+    """Write the inventory (and, with ``key``, its detached signature ``PATH.sig``) atomically."""
+    data = inventory.to_json()
+    try:
+        if key is not None:
+            write_atomic(path.with_name(path.name + ".sig"), sign(key, data))
+        write_atomic(path, data)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}",
+                           hint="choose a directory you can write to") from None
+
+
+def read_inventory(path: Path, trusted: Sequence[PublicKey] = ()) -> Inventory:
+    """Read an inventory; with ``trusted`` keys its signature ``PATH.sig`` must be there and verify."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InventoryError(f"cannot read the inventory {path}: {exc.strerror or exc}",
+                             hint="check the path given to --exclude-inventory") from None
+    if trusted:
+        sig = path.with_name(path.name + ".sig")
+        if not sig.is_file():
+            raise InventoryError(f"the inventory {path} has no signature {sig.name}",
+                                 hint="take it with `airgap inventory --key`, or drop --inventory-pubkey")
+        try:
+            verify(data, sig.read_bytes(), trusted, subject=str(path))
+        except AirgapError as exc:
+            raise InventoryError(exc.message, hint="take the inventory again on the disconnected side") from None
+    return Inventory.parse(data, str(path))

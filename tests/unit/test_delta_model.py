@@ -1,0 +1,104 @@
+"""Inventories and the delta members of a bundle manifest, as untrusted input."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from airgap.errors import InvalidInput
+from airgap.model.delta import Base, Inventory, InventoryBlob, InventoryError, InventoryImage, ReliedBlob, parse_delta
+from airgap.model.digest import Digest
+
+D1 = Digest.of(b"one")
+D2 = Digest.of(b"two")
+
+
+def inventory() -> Inventory:
+    return Inventory("i-0123", "2026-11-28T10:00:00Z", "airgap test", "127.0.0.1:5000", "mirror",
+                     (InventoryImage("team/app", "v1", D1, "application/vnd.oci.image.manifest.v1+json"),),
+                     (InventoryBlob(D2, 3, ("team/app", "team/other")),), (D1,))
+
+
+def test_inventory_round_trips() -> None:
+    inv = inventory()
+    assert Inventory.parse(inv.to_json()) == inv
+    assert inv.where == "127.0.0.1:5000/mirror"
+    assert inv.base() == Base("inventory", "i-0123", "2026-11-28T10:00:00Z", "127.0.0.1:5000/mirror")
+
+
+def edited(change: dict[str, Any]) -> bytes:
+    obj = json.loads(inventory().to_json())
+    for path, value in change.items():
+        target = obj
+        keys = path.split(".")
+        for k in keys[:-1]:
+            target = target[int(k)] if isinstance(target, list) else target[k]
+        target[keys[-1]] = value
+    return json.dumps(obj).encode()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"format": "airgap-bundle"}, "is not an airgap inventory"),
+    ({"version": 2}, "unsupported version 2"),
+    ({"inventory_id": "../x"}, "inventory_id is malformed"),
+    ({"prefix": "UPPER/case"}, "is not a valid repository name"),
+    ({"images.0.repository": "../../etc"}, "is not a valid repository name"),
+    ({"images.0.tag": "no tags/with slash"}, "is not a valid tag"),
+    ({"images.0.digest": "sha256:xyz"}, "is not a digest"),
+    ({"blobs.0.size": -1}, "size is not a size"),
+    ({"blobs.0.size": True}, "size is not a size"),
+    ({"blobs.0.repositories": ["a/../b"]}, "is not a valid repository name"),
+    ({"blobs": {"not": "a list"}}, "blobs is not a list of objects"),
+    ({"manifests": ["md5:00"]}, "is not a digest"),
+])
+def test_hostile_inventories_are_refused(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(InventoryError, match=message):
+        Inventory.parse(edited(change), "inv.json")
+
+
+@pytest.mark.parametrize("data", [b"", b"[]", b"{", "é".encode("latin-1")])
+def test_not_json(data: bytes) -> None:
+    with pytest.raises(InventoryError):
+        Inventory.parse(data)
+
+
+def delta(bases: Any, relied: Any) -> dict[str, Any]:
+    return {"base": bases, "relies_on": relied}
+
+
+GOOD_BASE = {"kind": "bundle", "id": "b-1", "created": "2026-01-01T00:00:00Z"}
+GOOD_RELIED = {"digest": str(D2), "size": 3, "media_type": "x", "base": 0, "repositories": ["team/app"]}
+
+
+def test_parse_delta() -> None:
+    bases, relied = parse_delta(delta([GOOD_BASE], [GOOD_RELIED]), set(), InvalidInput)
+    assert bases == (Base("bundle", "b-1", "2026-01-01T00:00:00Z"),)
+    assert relied == (ReliedBlob(D2, 3, "x", 0, ("team/app",)),)
+    assert parse_delta({}, set(), InvalidInput) == ((), ())
+    assert relied[0].to_json() == GOOD_RELIED
+    assert bases[0].to_json() == GOOD_BASE
+
+
+@pytest.mark.parametrize(("bases", "relied", "message"), [
+    ([GOOD_BASE], [], "must be given together"),
+    ([], [GOOD_RELIED], "must be given together"),
+    ([{**GOOD_BASE, "kind": "tape"}], [GOOD_RELIED], "kind is not one of"),
+    ([{**GOOD_BASE, "id": "a/b"}], [GOOD_RELIED], "id is not"),
+    ([GOOD_BASE], [{**GOOD_RELIED, "base": 1}], "does not name an entry"),
+    ([GOOD_BASE], [{**GOOD_RELIED, "base": True}], "does not name an entry"),
+    ([GOOD_BASE], [{**GOOD_RELIED, "size": -5}], "size is not a size"),
+    ([GOOD_BASE], [{**GOOD_RELIED, "digest": "sha256:0"}], "digest is not a digest"),
+    ([GOOD_BASE], [GOOD_RELIED, GOOD_RELIED], "listed twice"),
+    ([GOOD_BASE], [{**GOOD_RELIED, "repositories": ["/abs"]}], "not a valid repository name"),
+    ("x", [GOOD_RELIED], "base is not a list"),
+])
+def test_hostile_delta_members(bases: Any, relied: Any, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        parse_delta(delta(bases, relied), set(), InvalidInput)
+
+
+def test_a_relied_on_blob_cannot_also_be_stored() -> None:
+    with pytest.raises(InvalidInput, match="also stored"):
+        parse_delta(delta([GOOD_BASE], [GOOD_RELIED]), {D2}, InvalidInput)
