@@ -12,20 +12,24 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from airgap import __version__
 from airgap.bundle.files import BundleError, write_atomic
+from airgap.bundle.parity import write_parity
 from airgap.bundle.stream import Member
 from airgap.bundle.tarfmt import END_OF_ARCHIVE, blob_path
 from airgap.bundle.writer import STATE_DIR, write_stream
+from airgap.delta import Exclusions
 from airgap.errors import InvalidInput
 from airgap.model.bundle import BundleImage, BundleManifest, BundleReferrer, StoredBlob, StoredFile
+from airgap.model.delta import Base, ReliedBlob, parse_delta
 from airgap.model.digest import Digest
 from airgap.model.manifest import OCI_INDEX, Descriptor, Manifest
+from airgap.model.parity import ParitySpec, StripeLayout
 from airgap.model.platform import Platform
 from airgap.model.reference import Reference
 from airgap.registry.pool import Registries
@@ -48,6 +52,8 @@ class ExportOptions:
     jobs: int = 4
     referrers: ReferrerOptions = ReferrerOptions()  # signatures, SBOMs, attestations (all, by default)
     require_signature: bool = False  # refuse images whose top manifest carries no signature artifact
+    parity: ParitySpec | None = None  # parity chunks per stripe (--parity), none by default
+    exclude: Exclusions | None = None  # a delta: blobs the target has already (--exclude-inventory, --since)
 
 
 @dataclass
@@ -98,22 +104,27 @@ def request_key(requests: list[ImageRequest], options: ExportOptions) -> dict[st
         "images": [[str(r.source), [str(p) for p in r.platforms]] for r in requests],
         "chunk_size": options.chunk_size, "level": options.level, "segment_size": options.segment_size,
         "referrers": [options.referrers.enabled, list(options.referrers.types)],
+        **({"parity": str(options.parity)} if options.parity else {}),
+        **({"bases": options.exclude.key()} if options.exclude else {}),
     }
 
 
 def _describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
-    for key in ("chunk_size", "level", "segment_size", "referrers"):
+    for key in ("chunk_size", "level", "segment_size", "referrers", "parity", "bases"):
         if old.get(key) != new.get(key):
             return f"{key.replace('_', ' ')} {old.get(key)} there, {new.get(key)} now"
     return "a different list of images"
 
 
 def plan_members(sources: Sources, requests: list[ImageRequest], progress: Progress,
-                 options: ExportOptions | None = None,
+                 options: ExportOptions | None = None, relied: dict[Digest, ReliedBlob] | None = None,
                  ) -> tuple[list[_Entry], list[BundleImage], int, list[str], list[BundleReferrer]]:
     """Resolve every image; return the stream's members in order, the images, the bytes before dedup, the
-    notices and the referrers (each image's referrers follow its own blobs and manifests in the stream)."""
+    notices and the referrers (each image's referrers follow its own blobs and manifests in the stream).
+    With ``options.exclude``, blobs it lists (but configs) are left out and recorded in ``relied``."""
     referrer_options = options.referrers if options is not None else ReferrerOptions()
+    exclude = options.exclude if options is not None else None
+    relied = relied if relied is not None else {}
     referrers: list[BundleReferrer] = []
     referrer_keys: set[tuple[str, str, str, str | None]] = set()
     unsigned: list[str] = []
@@ -133,7 +144,7 @@ def plan_members(sources: Sources, requests: list[ImageRequest], progress: Progr
             progress(Notice(text))
         src = request.source
         source = f"{src.host}|{src.repository}"
-        before += _add_members(planned.blobs, planned.manifests, entries, seen, source)
+        before += _add_members(planned.blobs, planned.manifests, entries, seen, source, exclude, relied)
         from_layout = src.host.startswith(OCI_PREFIX)
         image = BundleImage(
             registry="" if from_layout else src.host, repository=src.repository, tag=src.tag,
@@ -145,7 +156,7 @@ def plan_members(sources: Sources, requests: list[ImageRequest], progress: Progr
             blobs=tuple(b.digest for b in planned.blobs),
         )
         images.append(image)
-        before += _add_referrers(planned, image, entries, seen, referrers, referrer_keys, source)
+        before += _add_referrers(planned, image, entries, seen, referrers, referrer_keys, source, exclude, relied)
         index_entries.append({"mediaType": image.media_type, "digest": str(image.digest),
                               "size": planned.root.size, "annotations": {REF_NAME: image.reference}})
     index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index_entries},
@@ -159,12 +170,18 @@ def plan_members(sources: Sources, requests: list[ImageRequest], progress: Progr
 
 
 def _add_members(blobs: Sequence[Descriptor], manifests: Sequence[Manifest], entries: list[_Entry], seen: set[str],
-                 source: str) -> int:
+                 source: str, exclude: Exclusions | None = None, relied: dict[Digest, ReliedBlob] | None = None) -> int:
     """Append the blobs (streamed from ``source``) and manifests (held) not yet in the stream; return the bytes
-    they take before dedup."""
+    they take before dedup. Blobs that ``exclude`` lists go to ``relied`` instead (configs always travel)."""
     before = 0
+    configs = {m.config.digest for m in manifests if m.config is not None}
     for blob in blobs:
         before += blob.size
+        if exclude is not None and relied is not None and blob.digest not in configs and str(blob.digest) not in seen:
+            hit = exclude.relied(blob)
+            if hit is not None:
+                relied.setdefault(blob.digest, hit)
+                continue
         if str(blob.digest) not in seen:
             seen.add(str(blob.digest))
             entries.append(_Entry(blob_path(blob.digest.hex), blob.size, blob.media_type, str(blob.digest),
@@ -178,7 +195,8 @@ def _add_members(blobs: Sequence[Descriptor], manifests: Sequence[Manifest], ent
 
 
 def _add_referrers(planned: PlannedImage, image: BundleImage, entries: list[_Entry], seen: set[str],
-                   referrers: list[BundleReferrer], keys: set[tuple[str, str, str, str | None]], source: str) -> int:
+                   referrers: list[BundleReferrer], keys: set[tuple[str, str, str, str | None]], source: str,
+                   exclude: Exclusions | None = None, relied: dict[Digest, ReliedBlob] | None = None) -> int:
     """Append the referrers' new blobs and manifests to the stream's members; return their bytes before dedup."""
     before = 0
     for ref in planned.referrers:
@@ -186,7 +204,7 @@ def _add_referrers(planned: PlannedImage, image: BundleImage, entries: list[_Ent
         if key in keys:
             continue
         keys.add(key)
-        before += _add_members(ref.blobs, ref.manifests, entries, seen, source)
+        before += _add_members(ref.blobs, ref.manifests, entries, seen, source, exclude, relied)
         referrers.append(BundleReferrer(
             repository=image.repository, subject=ref.subject, digest=ref.root.digest, media_type=ref.root.media_type,
             artifact_type=ref.artifact_type, tag=ref.tag, manifests=tuple(m.digest for m in ref.manifests),
@@ -259,7 +277,7 @@ def export(registries: Registries, requests: list[ImageRequest], out_dir: Path, 
         manifest = BundleManifest.parse((out_dir / "manifest.json").read_bytes())
         wanted = {str(r.source) for r in requests}
         have = {str(Reference(i.registry, i.repository, i.tag)) if i.registry else "" for i in manifest.images}
-        if manifest.chunk_size == options.chunk_size and wanted <= have | {""}:
+        if manifest.chunk_size == options.chunk_size and wanted <= have | {""} and _same_parity(manifest, options):
             # a run killed while removing its state after signing leaves some of it behind
             shutil.rmtree(out_dir / STATE_DIR, ignore_errors=True)
             return ExportResult(manifest, out_dir, 0, already_complete=True)
@@ -276,10 +294,13 @@ def export(registries: Registries, requests: list[ImageRequest], out_dir: Path, 
         entries = [_Entry.from_json(e) for e in state["members"]]
         images = [_image_from_json(i) for i in state["images"]]
         referrers = [_referrer_from_json(r) for r in state.get("referrers", [])]
+        bases, relied = parse_delta(state.get("delta", {}), set(), InvalidInput)
         before, notices = state["bytes_before_dedup"], state.get("notices", [])
         bundle_id, created = state["bundle_id"], state["created"]
     else:
-        entries, images, before, notices, referrers = plan_members(sources, requests, progress, options)
+        by_digest: dict[Digest, ReliedBlob] = {}
+        entries, images, before, notices, referrers = plan_members(sources, requests, progress, options, by_digest)
+        bases, relied = _delta_members(options.exclude, by_digest)
         bundle_id = "b-" + uuid.uuid4().hex
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -289,6 +310,7 @@ def export(registries: Registries, requests: list[ImageRequest], out_dir: Path, 
             "bytes_before_dedup": before, "notices": notices,
             "members": [e.to_json() for e in entries], "images": [_image_json(i) for i in images],
             "referrers": [_referrer_json(r) for r in referrers],
+            "delta": {"base": [b.to_json() for b in bases], "relies_on": [r.to_json() for r in relied]},
         }).encode())
     total = sum(e.size for e in entries)
     if on_plan is not None:
@@ -298,6 +320,8 @@ def export(registries: Registries, requests: list[ImageRequest], out_dir: Path, 
     chunks, spans, resumed = write_stream(
         out_dir, _members(entries, sources), chunk_size=options.chunk_size, segment=options.segment_size,
         level=options.level, jobs=options.jobs, on_bytes=lambda n: progress(BytesMoved(n)))
+    # deterministic: a resumed export computes it again
+    parity = write_parity(out_dir, chunks, StripeLayout.plan(len(chunks), options.parity)) if options.parity else None
     blobs = tuple(StoredBlob(Digest.parse(e.digest), e.size, e.media_type, s)
                   for e, s in zip(entries, spans, strict=True) if e.digest)
     files = tuple(StoredFile(e.path, e.size, s) for e, s in zip(entries, spans, strict=True) if not e.digest)
@@ -305,7 +329,7 @@ def export(registries: Registries, requests: list[ImageRequest], out_dir: Path, 
         bundle_id=bundle_id, created=created, tool=f"airgap {__version__}", key_id=key.public.key_id,
         chunk_size=options.chunk_size, segment_size=options.segment_size, stream_size=sum(c.size for c in chunks),
         chunks=tuple(chunks), files=files, blobs=blobs, images=tuple(images), compression_level=options.level,
-        referrers=tuple(referrers),
+        referrers=tuple(referrers), parity=parity, bases=bases, relies_on=relied,
     )
     data = manifest.to_json()
     BundleManifest.parse(data)  # what we write, we can read
@@ -315,16 +339,37 @@ def export(registries: Registries, requests: list[ImageRequest], out_dir: Path, 
     return ExportResult(manifest, out_dir, before, resumed_bytes=resumed, notices=notices)
 
 
+def _delta_members(exclude: Exclusions | None, relied: dict[Digest, ReliedBlob]
+                   ) -> tuple[tuple[Base, ...], tuple[ReliedBlob, ...]]:
+    """The manifest's ``base`` (only the bases something was left out for) and ``relies_on``."""
+    if exclude is None or not relied:
+        return (), ()
+    used = sorted({r.base for r in relied.values()})
+    renumber = {old: new for new, old in enumerate(used)}
+    return (tuple(exclude.bases[i] for i in used),
+            tuple(replace(r, base=renumber[r.base]) for r in sorted(relied.values(), key=lambda r: str(r.digest))))
+
+
 def _check_space(out_dir: Path, total: int, options: ExportOptions) -> None:
     """The stream is at most the blobs' size plus a little framing; refuse to start without room for it."""
     done = sum(p.stat().st_size for p in out_dir.glob("chunk-*.bin"))
-    need = int(total * 1.001) + 64 * 1024 - done
+    stream = int(total * 1.001) + 64 * 1024
+    need = stream - done
+    if options.parity:  # parity chunks are as large as the stripe's largest data chunk
+        layout = StripeLayout.plan(-(-stream // options.chunk_size), options.parity)
+        need += layout.stripes * layout.parity * min(stream, options.chunk_size)
     free = shutil.disk_usage(out_dir).free
     if need > free:
         from airgap.inputs import format_size
 
         raise BundleError(f"{out_dir} has {format_size(free)} free but the bundle needs up to {format_size(need)} more",
                           hint="free some space or choose other media; the export resumes from where it stopped")
+
+
+def _same_parity(manifest: BundleManifest, options: ExportOptions) -> bool:
+    if manifest.parity is None or options.parity is None:
+        return manifest.parity is None and options.parity is None
+    return manifest.parity.layout.parity == options.parity.per_stripe(manifest.parity.layout.data)
 
 
 def expand_repository(registries: Registries, name: str, tag_regex: str | None) -> list[Reference]:

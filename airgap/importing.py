@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from airgap.bundle.files import BundleError
@@ -24,6 +24,7 @@ from airgap.model.manifest import Descriptor, Manifest
 from airgap.model.reference import _COMPONENT, Reference, parse_host
 from airgap.registry.endpoints import RegistrySink
 from airgap.registry.pool import Registries
+from airgap.repair import Repairer
 from airgap.streams import BlobOpener
 from airgap.transfer.engine import FailedImage, TransferResult, transfer
 from airgap.transfer.events import Event, ImageDone, Planned, Progress, ignore
@@ -111,14 +112,16 @@ class ImportResult:
     already_done: bool = False
     referrers: int = 0  # referrer manifests pushed (or found there)
     referrer_indexes: int = 0  # fallback tag indexes (sha256-<hex>) written
+    repaired: list[str] = field(default_factory=list)  # chunks rebuilt from parity on the way
 
     @property
     def failed(self) -> list[FailedImage]:
         return self.transfer.failed if self.transfer else []
 
 
-def check_chunks_present(reader: BundleReader, mapped: list[Mapped]) -> None:
-    """Refuse to start when a chunk that the chosen images need is not on any medium."""
+def check_chunks_present(reader: BundleReader, mapped: list[Mapped], repairer: Repairer | None = None) -> None:
+    """Refuse to start when a chunk that the chosen images need is not on any medium (and parity, when the
+    bundle has some, cannot rebuild it)."""
     m = reader.manifest
     need: set[int] = set()
     for item in mapped:
@@ -126,41 +129,105 @@ def check_chunks_present(reader: BundleReader, mapped: list[Mapped]) -> None:
     missing = sorted(i for i in need if reader.path(m.chunks[i]) is None)
     if not missing:
         return
+    lost = repairer.unrepairable(missing) if repairer is not None else []
+    if repairer is not None and not lost:
+        return  # rebuilt from parity when read
     names = ", ".join(m.chunks[i].name for i in missing[:10]) + (" …" if len(missing) > 10 else "")
     hit = [x for x in mapped if m.chunks_of_image(x.image) & set(missing)]
     ok = [x.image.reference for x in mapped if x not in hit]
     hint = "pass the directory of each medium with --media DIR"
     if ok:
         hint += "; these images have all their chunks and can be imported now with --image: " + ", ".join(ok)
+    parity = "".join(f"; parity cannot rebuild them: {d.describe()}" for d in lost[:1])
     raise ChunkMissing(f"{len(missing)} chunk(s) missing ({names}); needed by "
-                       + ", ".join(x.image.reference for x in hit), hint=hint)
+                       + ", ".join(x.image.reference for x in hit) + parity, hint=hint)
+
+
+class DeltaBaseMissing(AirgapError):
+    exit_code = 8
+    default_hint = "import the base first, or export a full bundle (without --since/--exclude-inventory)"
+
+
+def check_relied(registries: Registries, manifest: BundleManifest, target: Target, mapped: list[Mapped],
+                 jobs: int = 6) -> dict[Digest, list[str]]:
+    """A delta bundle: check (HEAD) that every blob it relies on for the chosen images is in the target, in the
+    image's repository or in another one to mount it from. Returns each relied-on digest's holders; raises
+    :class:`DeltaBaseMissing` before anything is pushed when some are nowhere."""
+    if not manifest.is_delta:
+        return {}
+    need: dict[Digest, list[str]] = {}
+    users: dict[Digest, list[str]] = {}
+    for m in mapped:
+        for d in list(m.image.blobs) + [d for r in manifest.referrers_of(m.image) for d in r.blobs]:
+            if manifest.relied(d) is not None:
+                repos = need.setdefault(d, [])
+                if m.target.repository not in repos:
+                    repos.append(m.target.repository)
+                    users.setdefault(d, []).append(m.image.reference)
+    client = registries.client(target.host)
+
+    def holders(digest: Digest) -> list[str]:
+        found = [repo for repo in need[digest] if client.has_blob(repo, digest)]
+        if found:
+            return found
+        relied = manifest.relied(digest)
+        assert relied is not None
+        inventory = manifest.bases[relied.base].kind == "inventory"  # its hints are full repository paths
+        for hint in relied.repositories:
+            repo = hint if inventory or not target.prefix else f"{target.prefix}/{hint}"
+            if repo not in need[digest] and client.has_blob(repo, digest):
+                return [repo]
+        return []
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="airgap-check") as pool:
+        found = dict(zip(need, pool.map(holders, need), strict=True))
+    missing = [d for d, repos in found.items() if not repos]
+    if missing:
+        bases = sorted({manifest.bases[r.base].describe() for d in missing if (r := manifest.relied(d)) is not None})
+        images = sorted({u for d in missing for u in users[d]})
+        shown = ", ".join(d.short for d in missing[:3]) + (" …" if len(missing) > 3 else "")
+        size = sum(r.size for d in missing if (r := manifest.relied(d)) is not None)
+        raise DeltaBaseMissing(
+            f"this delta bundle relies on {len(missing)} blobs that {target} does not hold ({shown}; {size} bytes, "
+            f"needed by {', '.join(images[:5])}{' …' if len(images) > 5 else ''}); they were delivered by "
+            f"{'; '.join(bases)}; nothing was pushed")
+    return found
 
 
 class JournaledSink(RegistrySink):
-    """A registry sink that records each committed blob and its upload sessions in the journal."""
+    """A registry sink that records each committed blob and its upload sessions in the journal. ``holders``
+    (a delta's relied-on blobs): other repositories of the target to mount a blob from."""
 
-    def __init__(self, registries: Registries, journal: ImportJournal) -> None:
+    def __init__(self, registries: Registries, journal: ImportJournal,
+                 holders: dict[Digest, list[str]] | None = None) -> None:
         super().__init__(registries, sessions=journal)
         self.journal = journal
+        self.holders = holders or {}
 
     def push_blob(self, target: Reference, desc: Descriptor, opener: BlobOpener, mount_from: tuple[str, ...]) -> str:
-        outcome = super().push_blob(target, desc, opener, mount_from)
+        extra = tuple(r for r in self.holders.get(desc.digest, ()) if r != target.repository and r not in mount_from)
+        outcome = super().push_blob(target, desc, opener, mount_from + extra)
         self.journal.blob_committed(target.repository, str(desc.digest))
         return outcome
 
 
 def import_bundle(registries: Registries, reader: BundleReader, target: Target, mapped: list[Mapped],
-                  journal: ImportJournal, *, jobs: int = 6, progress: Progress = ignore) -> ImportResult:
+                  journal: ImportJournal, *, jobs: int = 6, progress: Progress = ignore,
+                  repairer: Repairer | None = None) -> ImportResult:
     """Push ``mapped`` images from the bundle. Images whose content is damaged are left out (and reported)
-    while the others complete; a registry failure (auth, connection) stops the import."""
+    while the others complete; a registry failure (auth, connection) stops the import. With a ``repairer``
+    (also given to ``reader``), chunks found missing or damaged are rebuilt from parity first."""
     result = ImportResult(reader.manifest, target, mapped)
-    check_chunks_present(reader, mapped)
+    check_chunks_present(reader, mapped, repairer)
     t0 = time.monotonic()
     source = BundleSource(reader)
     if journal.done and _still_there(registries, reader.manifest, mapped, jobs):
         result.already_done = True
         result.seconds = time.monotonic() - t0
         return result
+    holders = check_relied(registries, reader.manifest, target, mapped, jobs)
     journal.started()
     planned: list[PlannedImage] = []
     unplanned: list[FailedImage] = []
@@ -171,8 +238,8 @@ def import_bundle(registries: Registries, reader: BundleReader, target: Target, 
             raise
         except AirgapError as exc:  # a damaged manifest in the bundle: leave this image out, like a damaged blob
             unplanned.append(FailedImage(str(m.request.source), str(m.request.target), exc))
-    result.transfer = transfer(source, JournaledSink(registries, journal), [p.request for p in planned], jobs=jobs,
-                               progress=progress, keep_going=True, planned=planned)
+    result.transfer = transfer(source, JournaledSink(registries, journal, holders), [p.request for p in planned],
+                               jobs=jobs, progress=progress, keep_going=True, planned=planned)
     if unplanned:
         order = {str(m.request.target): n for n, m in enumerate(mapped)}
         result.transfer.failed = sorted(result.transfer.failed + unplanned, key=lambda f: order.get(f.target, 0))
@@ -180,13 +247,17 @@ def import_bundle(registries: Registries, reader: BundleReader, target: Target, 
         if isinstance(failure.error, RegistryError):
             raise failure.error
     failed = {f.target for f in result.transfer.failed}
-    _push_referrers(registries, source, JournaledSink(registries, journal), reader.manifest,
+    _push_referrers(registries, source, JournaledSink(registries, journal, holders), reader.manifest,
                     [m for m in mapped if str(m.request.target) not in failed], result, jobs, progress)
     for failure in result.transfer.failed:
         if isinstance(failure.error, RegistryError):
             raise failure.error
+    if repairer is not None:
+        result.repaired = list(repairer.rebuilt)
     if not result.transfer.failed:
         journal.finished()
+        if repairer is not None:
+            repairer.cleanup()
     result.seconds = time.monotonic() - t0
     return result
 

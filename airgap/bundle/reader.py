@@ -7,16 +7,17 @@ import hashlib
 import io
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import zstandard
 
-from airgap.bundle import tarfmt
+from airgap.bundle import directio, tarfmt
 from airgap.bundle.files import BundleError
-from airgap.errors import DigestMismatch
+from airgap.errors import AirgapError, DigestMismatch
 from airgap.model.bundle import BundleManifest, Chunk, Span
 from airgap.model.digest import Digest
 from airgap.signing import PublicKey, verify
@@ -69,16 +70,23 @@ def read_signed_manifest(directory: Path, trusted: Sequence[PublicKey]) -> tuple
 
 
 class BundleReader:
-    """Chunk files looked up by name in ``dirs`` (the bundle directory first, then other media)."""
+    """Chunk files looked up by name in ``dirs`` (the bundle directory first, then other media).
 
-    def __init__(self, manifest: BundleManifest, dirs: Sequence[Path], *, verify_chunks: bool = False) -> None:
+    ``repair`` (with ``verify_chunks``): called with the index of a chunk found missing or damaged, returns
+    the path of a copy rebuilt from parity and checked against the manifest (or raises an AirgapError)."""
+
+    def __init__(self, manifest: BundleManifest, dirs: Sequence[Path], *, verify_chunks: bool = False,
+                 repair: Callable[[int], Path] | None = None) -> None:
         self.manifest = manifest
         self.dirs = list(dirs)
         self.verify_chunks = verify_chunks
+        self.repair = repair
         self._paths: dict[str, Path | None] = {}
         self._checked: dict[int, ChunkProblem | None] = {}
         self._locks: dict[int, threading.Lock] = {}
         self._lock = threading.Lock()
+        self._checks: dict[int, Future[ChunkProblem | None]] = {}
+        self._checker: ThreadPoolExecutor | None = None
 
     def ensure_chunk(self, index: int) -> None:
         """With ``verify_chunks``: check a chunk's size and sha256 the first time it is read (once)."""
@@ -86,20 +94,55 @@ class BundleReader:
             return
         with self._lock:
             lock = self._locks.setdefault(index, threading.Lock())
+        check = self._start_check(index)
+        if index + 1 < len(self.manifest.chunks):
+            self._start_check(index + 1)  # read ahead: the stream is mostly read in order
         with lock:
             if index not in self._checked:
-                self._checked[index] = self.check_chunk(self.manifest.chunks[index])
+                problem = check.result()
+                if problem is not None and self.repair is not None:
+                    problem = self._rebuild(index, problem)
+                self._checked[index] = problem
         problem = self._checked[index]
         if problem is not None:
             raise self.problem_error(problem)
+
+    def _start_check(self, index: int) -> Future[ChunkProblem | None]:
+        """The check of a chunk, started on a background thread the first time it is asked for (two at once:
+        reading a chunk from the media and hashing it overlaps with the uploads and with the other check)."""
+        with self._lock:
+            check = self._checks.get(index)
+            if check is None:
+                if self._checker is None:
+                    self._checker = ThreadPoolExecutor(max_workers=2, thread_name_prefix="airgap-check")
+                check = self._checks[index] = self._checker.submit(self.check_chunk, self.manifest.chunks[index])
+            return check
+
+    def close(self) -> None:
+        """Stop background checks that nobody waits for."""
+        with self._lock:
+            checker, self._checker = self._checker, None
+        if checker is not None:
+            checker.shutdown(wait=True, cancel_futures=True)
+
+    def _rebuild(self, index: int, problem: ChunkProblem) -> ChunkProblem | None:
+        """Read a rebuilt copy of the chunk from now on, or say why there is none."""
+        assert self.repair is not None
+        try:
+            self._paths[problem.chunk.name] = self.repair(index)
+        except AirgapError as exc:
+            problem.detail = "; ".join(x for x in (problem.detail, f"parity cannot rebuild it: {exc.message}") if x)
+            return problem
+        return None
 
     def problem_error(self, problem: ChunkProblem) -> BundleError:
         idx = self.manifest.chunks.index(problem.chunk)
         images = ", ".join(i.reference for i in self.manifest.images_affected({idx})) or "no image"
         where = ", ".join(map(str, self.dirs))
-        if problem.kind == "missing":
-            return ChunkMissing(f"chunk {problem.chunk.name} is missing from {where}; it holds data of {images}")
         detail = f" ({problem.detail})" if problem.detail else ""
+        if problem.kind == "missing":
+            return ChunkMissing(f"chunk {problem.chunk.name} is missing from {where}{detail}; "
+                                f"it holds data of {images}")
         return ChunkCorrupt(f"chunk {problem.chunk.name} is {problem.kind}{detail}; it holds data of {images}; "
                             "nothing from it was committed")
 
@@ -129,11 +172,13 @@ class BundleReader:
 
     def check_all(self) -> ChunkReport:
         report = ChunkReport()
-        for chunk in self.manifest.chunks:
+        parity = self.manifest.parity
+        chunks = self.manifest.chunks + (tuple(c.as_chunk() for c in parity.chunks) if parity else ())
+        for chunk in chunks:
             problem = self.check_chunk(chunk)
             if problem:
                 report.problems.append(problem)
-        known = {c.name for c in self.manifest.chunks} | {"manifest.json", "manifest.json.sig"}
+        known = {c.name for c in chunks} | {"manifest.json", "manifest.json.sig"}
         missing = {p.chunk.sha256: p.chunk.name for p in report.problems if p.kind == "missing"}
         for d in self.dirs:
             for entry in sorted(os.listdir(d)):
@@ -141,7 +186,7 @@ class BundleReader:
                     continue
                 report.extra.append(str(d / entry))
                 f = d / entry
-                if missing and f.is_file() and any(c.size == f.stat().st_size for c in self.manifest.chunks):
+                if missing and f.is_file() and any(c.size == f.stat().st_size for c in chunks):
                     digest = _sha256_file(f)
                     if digest in missing:
                         report.renamed[missing[digest]] = str(f)
@@ -155,23 +200,20 @@ class BundleReader:
         while pos < end:
             idx, off = divmod(pos, size)
             chunk = self.manifest.chunks[idx]
-            if check:
+            if check or (self.repair is not None and self.path(chunk) is None):
                 self.ensure_chunk(idx)
             p = self.path(chunk)
             if p is None and self.verify_chunks:
                 raise self.problem_error(ChunkProblem(chunk, "missing"))
             if p is None:
                 raise ChunkMissing(f"chunk {chunk.name} is missing from {', '.join(map(str, self.dirs))}")
-            with p.open("rb") as f:
-                f.seek(off)
-                want = min(end - pos, chunk.size - off)
-                while want:
-                    data = f.read(min(READ, want))
-                    if not data:
-                        raise ChunkCorrupt(f"chunk {chunk.name} is shorter than the manifest says")
-                    want -= len(data)
-                    pos += len(data)
-                    yield data
+            want = min(end - pos, chunk.size - off)
+            for data in directio.read_range(p, off, want, block=READ):
+                want -= len(data)
+                pos += len(data)
+                yield data
+            if want:
+                raise ChunkCorrupt(f"chunk {chunk.name} is shorter than the manifest says")
 
     def _decoded(self, span: Span, first_frame: int, check: bool) -> io.BufferedReader:
         start = span.offset + sum(span.frames[:first_frame])
@@ -240,11 +282,7 @@ class BundleReader:
 
 
 def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(READ):
-            h.update(block)
-    return h.hexdigest()
+    return directio.sha256_file(path)
 
 
 class _IterReader(io.RawIOBase):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+
 from airgap.bundle.files import BundleError
 from airgap.bundle.reader import BundleReader
 from airgap.errors import AirgapError
@@ -11,6 +14,11 @@ from airgap.model.reference import Reference
 from airgap.streams import BlobOpener
 
 BUNDLE_HOST = "bundle"
+
+
+class DeltaBlobAbsent(BundleError):
+    exit_code = 8
+    default_hint = "import the base bundle first (or export a full bundle without --since/--exclude-inventory)"
 
 
 class BundleSource:
@@ -33,11 +41,22 @@ class BundleSource:
             # damaged bytes (digest, zstd or tar header error): name the chunk that holds them, if one is
             for index in self.reader.manifest.chunks_for(blob.span):
                 self.reader.ensure_chunk(index)
-            raise
+            if self.reader.repair is None:
+                raise
+            with self.reader.open_blob(digest) as chunks:  # once more, from the chunks rebuilt from parity
+                data = b"".join(chunks)
         return Manifest.parse(data, blob.media_type, where=f"manifest {digest} in the bundle")
 
     def blob_opener(self, ref: Reference, desc: Descriptor) -> BlobOpener:
         stored = self.reader.manifest.blob(desc.digest)
+        relied = self.reader.manifest.relied(desc.digest)
+        if stored is None and relied is not None:
+            base = self.reader.manifest.bases[relied.base].describe()
+
+            def absent(offset: int) -> AbstractContextManager[Iterator[bytes]]:
+                raise DeltaBlobAbsent(f"blob {desc.digest} of {ref.repository} is not in this delta bundle, which "
+                                      f"relies on the target having it (from {base}), and the target lacks it")
+            return absent
         if stored is None:
             raise BundleError(f"the bundle lacks blob {desc.digest} of {ref.repository}",
                               hint="the bundle is incomplete; export it again")

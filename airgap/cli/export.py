@@ -10,13 +10,19 @@ import click
 from airgap import audit
 from airgap.cli.options import keychain_with, make_registries, parse_platforms, registry_options
 from airgap.cli.progress import ProgressBar
+from airgap.cli.verify import delta_summary
+from airgap.delta import Exclusions, exclusions, read_since
 from airgap.errors import AirgapError, InvalidInput
 from airgap.export import ExportOptions, expand_registry, expand_repository, export, make_requests, plan_members
 from airgap.inputs import DEFAULT_CHUNK_SIZE, MEDIA_PRESETS, format_size, parse_chunk_size, parse_images_file
+from airgap.inventory import read_inventory
+from airgap.model.delta import ReliedBlob
+from airgap.model.digest import Digest
+from airgap.model.parity import ParitySpec, StripeLayout
 from airgap.model.platform import Platform
 from airgap.model.reference import Reference
 from airgap.registry import Registries
-from airgap.signing import load_private_key, read_passphrase
+from airgap.signing import load_private_key, load_public_key, read_passphrase
 from airgap.sources import OCI_PREFIX, Sources
 from airgap.transfer.events import ignore
 from airgap.transfer.plan import ImageRequest, ReferrerOptions
@@ -57,6 +63,21 @@ def _media_count(size: int, chunk_size: int) -> str:
     return f"{n} chunk{'s' if n != 1 else ''}{media}"
 
 
+def _exclusions(inventories: tuple[Path, ...], pubkeys: tuple[Path, ...], since: tuple[Path, ...]
+                ) -> Exclusions | None:
+    if pubkeys and not inventories:
+        raise InvalidInput("--inventory-pubkey is given without --exclude-inventory")
+    trusted = [load_public_key(p) for p in pubkeys]
+    return exclusions([read_inventory(p, trusted) for p in inventories], [read_since(p) for p in since])
+
+
+def _parity_plan(total: int, chunk_size: int, spec: ParitySpec | None) -> str:
+    if spec is None:
+        return ""
+    layout = StripeLayout.plan(max(1, -(-total // chunk_size)), spec)
+    return f", plus {layout.stripes * layout.parity} parity chunks"
+
+
 @click.command("export")
 @click.argument("refs", nargs=-1)
 @click.option("--images-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -85,6 +106,20 @@ def _media_count(size: int, chunk_size: int) -> str:
 @click.option("--require-signature", is_flag=True,
               help="Refuse to export an image whose manifest carries no signature artifact (cosign .sig tag, "
                    "or a cosign/Notation signature referrer).")
+@click.option("--parity", metavar="N|P%",
+              help="Add N parity chunks (or P% of the data chunks) to each stripe of up to 16 data chunks: any N "
+                   "missing or damaged chunks of a stripe can then be rebuilt (`airgap repair`, or by import).")
+@click.option("--exclude-inventory", "inventories", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A delta: leave out every blob this inventory (from `airgap inventory` on the disconnected side) "
+                   "lists. Repeatable.")
+@click.option("--inventory-pubkey", "inventory_pubkeys", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Require the inventories to be signed by this key (their FILE.sig). Repeatable.")
+@click.option("--since", "since", multiple=True, type=click.Path(exists=True, path_type=Path),
+              metavar="BUNDLE_DIR|MANIFEST",
+              help="A delta: leave out every blob an earlier bundle delivered (its directory or manifest.json). "
+                   "Repeatable.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (images, blobs, sizes, chunks) and write nothing.")
 @click.option("--audit-log", type=click.Path(dir_okay=False, path_type=Path),
               help="Append-only audit log (default $XDG_STATE_HOME/airgap/audit.jsonl, or $AIRGAP_AUDIT_LOG).")
@@ -93,7 +128,8 @@ def _media_count(size: int, chunk_size: int) -> str:
 def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | None, repositories: tuple[str, ...],
                registries_all: tuple[str, ...], tag_regex: str | None, output: Path, key_path: Path | None,
                passphrase_file: Path | None, chunk_size: str, platforms: tuple[str, ...], compression_level: int,
-               no_referrers: bool, referrer_types: tuple[str, ...], require_signature: bool,
+               no_referrers: bool, referrer_types: tuple[str, ...], require_signature: bool, parity: str | None,
+               inventories: tuple[Path, ...], inventory_pubkeys: tuple[Path, ...], since: tuple[Path, ...],
                dry_run: bool, audit_log: Path | None, insecure: tuple[str, ...], ca_certs: tuple[str, ...], jobs: int,
                retries: int) -> None:
     """Pull images into a signed bundle of fixed-size chunk files in --output.
@@ -102,6 +138,7 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
     once. Run the same command again after an interruption: complete chunks are kept.
     """
     size = parse_chunk_size(chunk_size)
+    parity_spec = ParitySpec.parse(parity) if parity is not None else None
     key = None
     if not dry_run:
         if key_path is None:
@@ -112,12 +149,15 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
                            hint="signatures are referrers: drop --no-referrers")
     options = ExportOptions(chunk_size=size, level=compression_level, jobs=min(jobs, 8),
                             referrers=ReferrerOptions(enabled=not no_referrers, types=referrer_types),
-                            require_signature=require_signature)
+                            require_signature=require_signature, parity=parity_spec,
+                            exclude=_exclusions(inventories, inventory_pubkeys, since))
     with make_registries(insecure, ca_certs, jobs, retries, keychain_with([])) as registries:
         requests = collect_requests(registries, refs, images_file, repositories, registries_all, tag_regex,
                                     parse_platforms(platforms))
         if dry_run:
-            entries, images, before, _, referrers = plan_members(Sources(registries), requests, ignore, options)
+            relied: dict[Digest, ReliedBlob] = {}
+            entries, images, before, _, referrers = plan_members(Sources(registries), requests, ignore, options,
+                                                                 relied)
             total = sum(e.size for e in entries)
             for img in images:
                 click.echo(f"{img.reference}  {img.digest}  {', '.join(img.platforms) or '-'}")
@@ -126,7 +166,10 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
                         click.echo(f"  referrer {r.artifact_type or r.media_type}  {r.digest}"
                                    + (f"  ({r.tag})" if r.tag else ""))
             click.echo(f"{len(images)} images, {len(entries) - 2} unique blobs, {format_size(before)} before dedup, "
-                       f"{format_size(total)} after; at most {_media_count(total, size)} of {format_size(size)}")
+                       f"{format_size(total)} after; at most {_media_count(total, size)} of {format_size(size)}"
+                       + _parity_plan(total, size, parity_spec)
+                       + (f"; a delta: {len(relied)} blobs ({format_size(sum(r.size for r in relied.values()))}) "
+                          "left out" if relied else ""))
             return
         assert key is not None
         log_path = audit_log or audit.default_audit_log()
@@ -156,5 +199,10 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
     resumed = f", {format_size(result.resumed_bytes)} kept from the interrupted run" if result.resumed_bytes else ""
     click.echo(f"bundle {m.bundle_id} in {output}: {len(m.images)} images, {len(m.blobs)} unique blobs, "
                f"{format_size(result.bytes_before_dedup)} before dedup, {format_size(unpacked)} after, "
-               f"{format_size(m.stream_size)} compressed ({ratio:.0%}), {_media_count(m.stream_size, size)}{resumed}; "
-               f"signed by {m.key_id}")
+               f"{format_size(m.stream_size)} compressed ({ratio:.0%}), {_media_count(m.stream_size, size)}{resumed}"
+               + (f", {len(m.parity.chunks)} parity chunks ({format_size(m.parity.size)}: up to "
+                  f"{m.parity.layout.parity} missing chunks per stripe of {m.parity.layout.data} can be rebuilt)"
+                  if m.parity else "") + f"; signed by {m.key_id}")
+    if options.exclude is not None:
+        click.echo(delta_summary(m) if m.is_delta else "a delta was asked for, but the target holds none of these "
+                   "blobs: this bundle is complete")

@@ -18,6 +18,7 @@ from airgap.importing import ImportResult, Target, digest_ref, import_bundle, ma
 from airgap.inputs import format_size
 from airgap.journal import ImportJournal
 from airgap.model.bundle import BundleManifest
+from airgap.repair import Repairer
 from airgap.signing import load_public_key
 
 DIR = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -45,6 +46,7 @@ def result_json(result: ImportResult) -> dict[str, Any]:
                   "skipped": t.skipped if t else 0},
         "bytes_uploaded": t.bytes_uploaded if t else 0,
         "referrers": {"pushed": result.referrers, "fallback_indexes": result.referrer_indexes},
+        "repaired_chunks": result.repaired,
         "seconds": round(result.seconds, 3),
     }
 
@@ -101,16 +103,20 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
             signer = key.key_id
         base.update({"bundle_id": manifest.bundle_id, "key_id": signer or "(not checked)"})
         mapped = map_images(manifest, target, images, keep_source_host=keep_source_host)
-        reader = BundleReader(manifest, [directory, *media], verify_chunks=True)
+        state = state_dir or audit.state_dir()
+        repairer = Repairer.for_import(manifest, [directory, *media], state)
+        reader = BundleReader(manifest, [directory, *media], verify_chunks=True,
+                              repair=repairer.rebuild if repairer else None)
         if dry_run:
-            _dry_run(reader, mapped, as_json)
+            _dry_run(reader, mapped, as_json, repairer)
             return
         password = read_password(password_stdin, "AIRGAP_PASSWORD")
         keychain = keychain_with([(target.host, username, password, "AIRGAP_PASSWORD")])
-        journal = ImportJournal.open(state_dir or audit.state_dir(), manifest.bundle_id, str(target))
+        journal = ImportJournal.open(state, manifest.bundle_id, str(target))
         with make_registries(insecure, ca_certs, jobs, retries, keychain, upload_chunk_size) as registries, \
                 ProgressBar(quiet=obj["quiet"] or as_json, desc="import") as bar:
-            result = import_bundle(registries, reader, target, mapped, journal, jobs=jobs, progress=bar)
+            result = import_bundle(registries, reader, target, mapped, journal, jobs=jobs, progress=bar,
+                                   repairer=repairer)
     except AirgapError as exc:
         audit.append(log_path, "import", outcome="failed", error=str(exc), **base)
         raise
@@ -136,6 +142,8 @@ def _summary(result: ImportResult, doc: dict[str, Any]) -> None:
     for img in doc["images"]:
         mark = "imported" if img["status"] == "ok" else "FAILED  "
         click.echo(f"{mark} {img['target']}@{img['digest']}")
+    if result.repaired:
+        click.echo(f"rebuilt from parity: {', '.join(result.repaired)}")
     b = doc["blobs"]
     click.echo(f"{sum(i['status'] == 'ok' for i in doc['images'])} images in {result.target}; blobs: "
                f"{b['uploaded']} uploaded ({format_size(doc['bytes_uploaded'])}), {b['mounted']} mounted, "
@@ -146,7 +154,7 @@ def _summary(result: ImportResult, doc: dict[str, Any]) -> None:
                    + (f"; {written} referrers tag index{'es' if written != 1 else ''} updated" if written else ""))
 
 
-def _dry_run(reader: BundleReader, mapped: list[Any], as_json: bool) -> None:
+def _dry_run(reader: BundleReader, mapped: list[Any], as_json: bool, repairer: Repairer | None) -> None:
     from airgap.importing import check_chunks_present
 
     m = reader.manifest
@@ -163,4 +171,4 @@ def _dry_run(reader: BundleReader, mapped: list[Any], as_json: bool) -> None:
         for r in rows:
             miss = f"  MISSING {', '.join(r['missing_chunks'])}" if r["missing_chunks"] else ""
             click.echo(f"{r['source']} -> {r['target']}{miss}")
-    check_chunks_present(reader, mapped)
+    check_chunks_present(reader, mapped, repairer)

@@ -15,8 +15,10 @@ from airgap import __version__
 from airgap.cli.copy import copy_cmd
 from airgap.cli.export import export_cmd
 from airgap.cli.importing import import_cmd
+from airgap.cli.inventory import inventory_cmd
 from airgap.cli.keys import keygen_cmd
 from airgap.cli.login import login_cmd
+from airgap.cli.repair import repair_cmd
 from airgap.cli.verify import inspect_cmd, verify_cmd
 from airgap.errors import AirgapError
 
@@ -37,7 +39,8 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
         logging.getLogger("airgap").setLevel(logging.DEBUG)
 
 
-for command in (login_cmd, copy_cmd, keygen_cmd, export_cmd, verify_cmd, inspect_cmd, import_cmd):
+for command in (login_cmd, copy_cmd, keygen_cmd, export_cmd, verify_cmd, repair_cmd, inspect_cmd, import_cmd,
+                inventory_cmd):
     cli.add_command(command)
 
 

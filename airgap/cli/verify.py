@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -13,7 +14,7 @@ from airgap.bundle.reader import read_signed_manifest
 from airgap.inputs import format_size
 from airgap.model.bundle import BundleManifest
 from airgap.signing import load_public_key
-from airgap.verify import verify_bundle
+from airgap.verify import VerifyResult, verify_bundle
 
 DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -38,17 +39,53 @@ def verify_cmd(obj: dict[str, bool], directory: Path, pubkeys: tuple[Path, ...],
         renamed = report.renamed.get(p.chunk.name)
         what = f"missing (found its content as {renamed}: renamed?)" if renamed else p.kind
         detail = f" ({p.detail})" if p.detail else ""
-        click.echo(f"{p.chunk.name}: {what}{detail}; affects {', '.join(result.affected(p.chunk.name)) or 'no image'}",
-                   err=True)
+        affects = f"affects {', '.join(result.affected(p.chunk.name)) or 'no image'}"
+        stripe = result.stripe_of(p.chunk.name)
+        if stripe is not None:  # a bundle with parity
+            if any(c.name == p.chunk.name for c in m.chunks):
+                affects += f"; stripe {stripe.stripe}"
+            else:
+                affects = f"parity of stripe {stripe.stripe}"
+            affects += ", can be rebuilt" if stripe.repairable else ", cannot be rebuilt"
+        click.echo(f"{p.chunk.name}: {what}{detail}; {affects}", err=True)
     for extra in report.extra:
         if extra not in report.renamed.values():
             click.echo(f"note: {extra} is not part of the bundle", err=True)
-    if not result.ok:
+    if not result.ok and m.parity is None:
         raise BundleDamaged(
             f"bundle {m.bundle_id}: {len(report.problems)} of {len(m.chunks)} chunks missing or damaged")
+    if not result.ok:
+        _parity_verdict(result, directory, pubkeys, media)
     if not obj["quiet"]:
         click.echo(f"bundle {m.bundle_id} OK: signed by {result.signer.key_id}, {len(m.chunks)} chunks "
                    f"({format_size(m.stream_size)}), {len(m.images)} images")
+
+
+def _parity_verdict(result: VerifyResult, directory: Path, pubkeys: tuple[Path, ...],
+                    media: tuple[Path, ...]) -> NoReturn:
+    m = result.manifest
+    assert m.parity is not None
+    damaged = f"bundle {m.bundle_id}: {len(result.report.problems)} of {len(m.chunks) + len(m.parity.chunks)} " \
+              "chunks missing or damaged"
+    lost = [d for d in result.damage if not d.repairable]
+    if lost:
+        raise BundleDamaged(f"{damaged}; " + "; ".join(d.describe() for d in lost),
+                            hint="find the missing chunks (--media DIR) or copy the damaged ones again from the "
+                                 "source bundle; with enough of them back, `airgap repair` rebuilds the others")
+    command = " ".join(["airgap repair", shlex.quote(str(directory)),
+                        *(f"--pubkey {shlex.quote(str(p))}" for p in pubkeys),
+                        *(f"--media {shlex.quote(str(d))}" for d in media)])
+    raise BundleDamaged(f"{damaged}; parity can rebuild every one of them",
+                        hint=f"run `{command}`, then verify again")
+
+
+def delta_summary(m: BundleManifest) -> str:
+    """One line: what a delta bundle relies on and how much that saves."""
+    relied = sum(r.size for r in m.relies_on)
+    whole = relied + m.unpacked_size
+    bases = ", ".join(b.describe() for b in m.bases)
+    return (f"delta: relies on {len(m.relies_on)} blobs ({format_size(relied)}, {relied / whole:.0%} of the images' "
+            f"content) that the target already holds, from {bases}")
 
 
 def inspect_json(m: BundleManifest, signer: str | None) -> dict[str, Any]:
@@ -69,6 +106,16 @@ def inspect_json(m: BundleManifest, signer: str | None) -> dict[str, Any]:
                                   for r in m.referrers_of(i)]} for i in m.images],
         "blobs": len(m.blobs),
         "chunks": [{"name": c.name, "size": c.size, "sha256": c.sha256} for c in m.chunks],
+        "parity": None if m.parity is None else {
+            "stripes": m.parity.layout.stripes, "stripe_data_chunks": m.parity.layout.data,
+            "stripe_parity_chunks": m.parity.layout.parity, "size": m.parity.size,
+            "chunks": [{"name": c.name, "size": c.size, "sha256": c.sha256, "stripe": c.stripe, "index": c.index}
+                       for c in m.parity.chunks]},
+        "delta": None if not m.is_delta else {
+            "bases": [b.to_json() for b in m.bases],
+            "relies_on": [r.to_json() for r in m.relies_on],
+            "relies_on_size": sum(r.size for r in m.relies_on),
+        },
     }
 
 
@@ -99,6 +146,13 @@ def inspect_cmd(directory: Path, as_json: bool, pubkeys: tuple[Path, ...]) -> No
     click.echo(f"{len(m.images)} images, {len(m.blobs)} unique blobs: {format_size(before)} in images, "
                f"{format_size(m.unpacked_size)} after dedup, {format_size(m.stream_size)} compressed "
                f"({doc['compression_ratio']:.0%}); {len(m.chunks)} chunks of {format_size(m.chunk_size)}")
+    if m.parity is not None:
+        p = m.parity.layout
+        click.echo(f"parity: {len(m.parity.chunks)} chunks ({format_size(m.parity.size)}), {p.parity} for each of "
+                   f"{p.stripes} stripe{'s' if p.stripes != 1 else ''} of up to {p.data} data chunks: any {p.parity} "
+                   "missing or damaged chunks of a stripe can be rebuilt")
+    if m.is_delta:
+        click.echo(delta_summary(m))
     for img in doc["images"]:
         plats = f" [{', '.join(img['platforms'])}]" if img["platforms"] else ""
         click.echo(f"  {img['reference']}  {img['digest']}{plats}  {format_size(img['size'])}")

@@ -10,11 +10,15 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airgap.errors import InvalidInput
+from airgap.model.delta import Base, ReliedBlob, parse_delta
 from airgap.model.digest import Digest
 from airgap.model.reference import _COMPONENT, _TAG
+
+if TYPE_CHECKING:
+    from airgap.model.parity import Parity
 
 FORMAT = "airgap-bundle"
 VERSION = 1
@@ -27,7 +31,7 @@ MAX_SIZE = 1 << 50  # 1 PiB
 MAX_SEGMENT = 256 * 1024 * 1024
 CHUNK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 FILES = ("oci-layout", "index.json")
-RESERVED = ("base", "relies_on", "parity")  # later format features (deltas, parity)
+RESERVED: tuple[str, ...] = ()  # format features that this version refuses to read
 
 
 class ManifestError(InvalidInput):
@@ -141,8 +145,24 @@ class BundleManifest:
     compression_level: int = 3
     extensions: dict[str, Any] = field(default_factory=dict, compare=False)
     referrers: tuple[BundleReferrer, ...] = ()
+    parity: Parity | None = None  # erasure-coded parity chunks (airgap.model.parity)
+    bases: tuple[Base, ...] = ()  # a delta bundle: where the blobs it relies on were delivered or seen
+    relies_on: tuple[ReliedBlob, ...] = ()  # blobs its images need that it does not carry (airgap.model.delta)
 
     # -- queries ------------------------------------------------------------------------------
+    @property
+    def is_delta(self) -> bool:
+        return bool(self.relies_on)
+
+    def relied(self, digest: Digest) -> ReliedBlob | None:
+        if not self.relies_on:
+            return None
+        cache: dict[Digest, ReliedBlob] | None = self.__dict__.get("_relied_cache")
+        if cache is None:
+            cache = {r.digest: r for r in self.relies_on}
+            object.__setattr__(self, "_relied_cache", cache)
+        return cache.get(digest)
+
     def blob(self, digest: Digest) -> StoredBlob | None:
         return self._blob_index().get(digest)
 
@@ -208,6 +228,7 @@ class BundleManifest:
                        "size": self.stream_size},
             "chunk_size": self.chunk_size,
             "chunks": [{"name": c.name, "size": c.size, "sha256": c.sha256} for c in self.chunks],
+            **({"parity": self.parity.to_json()} if self.parity is not None else {}),
             "images": [{
                 "registry": i.registry, "repository": i.repository, "tag": i.tag, "digest": str(i.digest),
                 "media_type": i.media_type, "platforms": list(i.platforms),
@@ -222,6 +243,8 @@ class BundleManifest:
             "blobs": [{"digest": str(b.digest), "size": b.size, "media_type": b.media_type, **span(b.span)}
                       for b in self.blobs],
             "files": [{"path": f.path, "size": f.size, **span(f.span)} for f in self.files],
+            **({"base": [b.to_json() for b in self.bases],
+                "relies_on": [r.to_json() for r in self.relies_on]} if self.relies_on else {}),
         }
         obj.update(self.extensions)
         return (json.dumps(obj, indent=1, ensure_ascii=True) + "\n").encode()
@@ -342,7 +365,14 @@ class _Parser:
         images = [self._image(i, n) for n, i in enumerate(self._list(o, "images", "manifest", MAX_IMAGES))]
         referrers = [self._referrer(r, n) for n, r in enumerate(
             self._list(o, "referrers", "manifest", MAX_REFERRERS) if "referrers" in o else [])]
-        self._check_referrers(referrers, images, {b.digest for b in blobs})
+        stored = {b.digest for b in blobs}
+        bases, relies_on = parse_delta(o, stored, ManifestError)
+        available = stored | {r.digest for r in relies_on}
+        for n, img in enumerate(images):
+            if any(d not in stored for d in img.manifests) or any(d not in available for d in img.blobs):
+                raise ManifestError(f"manifest.json: images[{n}] names content that is neither in the bundle's "
+                                    "blobs nor in relies_on")
+        self._check_referrers(referrers, images, stored, available)
         later = [k for k in RESERVED if o.get(k)]
         if later:
             raise ManifestError(f"this bundle uses {', '.join(later)}, which this airgap does not implement",
@@ -358,7 +388,14 @@ class _Parser:
                 stream.get("compression_level", 3), int) else 3,
             chunks=tuple(chunks), files=tuple(files), blobs=tuple(blobs), images=tuple(images),
             extensions=extensions, referrers=tuple(referrers),
+            parity=self._parity(o, chunks), bases=bases, relies_on=relies_on,
         )
+
+    @staticmethod
+    def _parity(o: dict[str, Any], chunks: list[Chunk]) -> Parity | None:
+        from airgap.model.parity import parse_parity  # that module builds on this one
+
+        return parse_parity(o["parity"], chunks) if "parity" in o else None
 
     def _repository(self, value: str, where: str) -> str:
         if len(value) > 255 or not all(_COMPONENT.match(c) for c in value.split("/")):
@@ -390,7 +427,8 @@ class _Parser:
         )
 
     @staticmethod
-    def _check_referrers(referrers: list[BundleReferrer], images: list[BundleImage], stored: set[Digest]) -> None:
+    def _check_referrers(referrers: list[BundleReferrer], images: list[BundleImage], stored: set[Digest],
+                         available: set[Digest]) -> None:
         """Every referrer's content is in the stream, its subject is a manifest of an image of its repository
         or another referrer there, and a cosign-style tag names its subject."""
         known: dict[str, set[Digest]] = {}
@@ -401,7 +439,7 @@ class _Parser:
         keys: set[tuple[str, Digest, Digest, str | None]] = set()
         for n, r in enumerate(referrers):
             where = f"manifest.json: referrers[{n}]"
-            if any(d not in stored for d in r.digests()):
+            if any(d not in stored for d in r.manifests) or any(d not in available for d in r.blobs):
                 raise ManifestError(f"{where} names content that is not in the bundle's blobs")
             if r.subject not in known[r.repository] or r.subject == r.digest:
                 raise ManifestError(f"{where}.subject is not a manifest of an image or referrer of {r.repository}")

@@ -47,7 +47,7 @@ def test_only_registry_speaks_http() -> None:
 
 def test_only_cli_uses_click_and_tqdm() -> None:
     for sub in ("model", "transfer", "layout", "registry", "bundle", "streams", "errors", "copy", "login", "export",
-                "importing", "verify", "signing", "inputs", "audit", "journal", "sources"):
+                "importing", "verify", "repair", "signing", "inputs", "audit", "journal", "sources"):
         assert offenders(sub, ("click", "tqdm", "airgap.cli")) == [], sub
 
 

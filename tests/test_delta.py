@@ -1,0 +1,181 @@
+"""Deltas against the real registry: inventory, --exclude-inventory, --since, and import's base check."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import RegistryFactory, RunAirgap
+from tests.harness.registry import RegistryServer
+from tests.harness.skopeo import skopeo_digest
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+LAYER = "application/vnd.oci.image.layer.v1.tar"  # uncompressed: the bundle compresses it
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def push_blob(reg: RegistryServer, repo: str, data: bytes) -> None:
+    with reg.client() as c:
+        resp = c.post(f"/v2/{repo}/blobs/uploads/")
+        assert resp.status_code == 202, resp.text
+        url = httpx.URL(str(resp.url.join(resp.headers["location"]))).copy_add_param("digest", digest_of(data))
+        assert c.put(url, content=data).status_code == 201
+
+
+def push_image(reg: RegistryServer, repo: str, tag: str, layers: list[bytes]) -> str:
+    """An OCI image of ``layers`` (config names the tag, so every tag has its own config)."""
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": {"tag": f"{repo}:{tag}"}},
+                         "rootfs": {"type": "layers", "diff_ids": [digest_of(x) for x in layers]}}).encode()
+    for blob in [config, *layers]:
+        push_blob(reg, repo, blob)
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": {"mediaType": OCI_CONFIG, "digest": digest_of(config), "size": len(config)},
+                           "layers": [{"mediaType": LAYER, "digest": digest_of(x), "size": len(x)}
+                                      for x in layers]}).encode()
+    with reg.client() as c:
+        resp = c.put(f"/v2/{repo}/manifests/{tag}", content=manifest, headers={"Content-Type": OCI_MANIFEST})
+        assert resp.status_code == 201, resp.text
+    return digest_of(manifest)
+
+
+def layer(seed: str, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+BASE, APP1, APP2, WEB, NEW = (layer("base", 600_000), layer("app1", 200_000), layer("app2", 210_000),
+                              layer("web", 150_000), layer("new", 50_000))
+
+
+@pytest.fixture
+def key(tmp_path: Path, run_airgap: RunAirgap) -> Path:
+    path = tmp_path / "keys" / "k"
+    path.parent.mkdir()
+    assert run_airgap("keygen", str(path)).returncode == 0
+    return path
+
+
+def export(run_airgap: RunAirgap, key: Path, out: Path, refs: list[str], *extra: str) -> None:
+    r = run_airgap("export", *refs, "--output", str(out), "--key", str(key), "--chunk-size", "1MiB", *extra)
+    assert r.returncode == 0, r.output
+
+
+def do_import(run_airgap: RunAirgap, bundle: Path, key: Path, to: str, state: Path) -> Any:
+    return run_airgap("import", str(bundle), "--to", to, "--pubkey", f"{key}.pub", "--state-dir", str(state))
+
+
+def stored(bundle: Path) -> set[str]:
+    return {b["digest"] for b in json.loads((bundle / "manifest.json").read_bytes())["blobs"]}
+
+
+def test_delta_round_trip_with_inventory_and_since(registry: RegistryServer, registry2: RegistryServer,
+                                                   registry_factory: RegistryFactory, key: Path, tmp_path: Path,
+                                                   run_airgap: RunAirgap) -> None:
+    src = registry
+    v1 = {"team/app:v1": push_image(src, "team/app", "v1", [BASE, APP1]),
+          "team/web:v1": push_image(src, "team/web", "v1", [BASE, WEB])}
+    full = tmp_path / "v1"
+    export(run_airgap, key, full, [f"{src.host}/{r}" for r in v1])
+    r = do_import(run_airgap, full, key, f"{registry2.host}/mirror", tmp_path / "state")
+    assert r.returncode == 0, r.output
+
+    # the disconnected side takes an inventory (signed) and carries it back
+    inv = tmp_path / "inventory.json"
+    r = run_airgap("inventory", "--registry", f"{registry2.host}/mirror", "--output", str(inv), "--key", str(key))
+    assert r.returncode == 0, r.output
+    doc = json.loads(inv.read_bytes())
+    assert {(i["repository"], i["tag"], i["digest"]) for i in doc["images"]} == {
+        ("team/app", "v1", v1["team/app:v1"]), ("team/web", "v1", v1["team/web:v1"])}
+    assert {b["digest"]: b["repositories"] for b in doc["blobs"]}[digest_of(BASE)] == ["team/app", "team/web"]
+    assert (tmp_path / "inventory.json.sig").is_file()
+
+    # v2: a changed top layer on the shared base, an image with a new config only, and a new repository
+    v2 = {"team/app:v2": push_image(src, "team/app", "v2", [BASE, APP2]),
+          "team/web:v2": push_image(src, "team/web", "v2", [BASE, WEB]),
+          "team/new:v1": push_image(src, "team/new", "v1", [BASE, NEW])}
+    refs = [f"{src.host}/{r}" for r in v2]
+    delta = tmp_path / "v2-delta"
+    export(run_airgap, key, delta, refs, "--exclude-inventory", str(inv), "--inventory-pubkey", f"{key}.pub")
+    have = stored(delta)
+    assert digest_of(APP2) in have and digest_of(NEW) in have
+    assert digest_of(BASE) not in have and digest_of(WEB) not in have
+    m = json.loads((delta / "manifest.json").read_bytes())
+    assert [b["kind"] for b in m["base"]] == ["inventory"] and m["base"][0]["id"] == doc["inventory_id"]
+    assert {r["digest"] for r in m["relies_on"]} == {digest_of(BASE), digest_of(WEB)}
+    full2 = tmp_path / "v2-full"
+    export(run_airgap, key, full2, refs)
+    delta_size = sum(p.stat().st_size for p in delta.glob("chunk-*"))
+    full_size = sum(p.stat().st_size for p in full2.glob("chunk-*"))
+    assert delta_size < full_size / 2, (delta_size, full_size)
+    shown = run_airgap("inspect", str(delta))
+    assert "relies on 2 blobs" in shown.stdout and doc["inventory_id"] in shown.stdout, shown.stdout
+
+    # --since the v1 bundle leaves out the same blobs
+    since = tmp_path / "v2-since"
+    export(run_airgap, key, since, refs, "--since", str(full))
+    assert stored(since) == have
+    assert json.loads((since / "manifest.json").read_bytes())["base"][0]["id"] == json.loads(
+        (full / "manifest.json").read_bytes())["bundle_id"]
+
+    # a registry without the base: refused before any push, naming the blobs and the base
+    empty = registry_factory()
+    r = do_import(run_airgap, delta, key, f"{empty.host}/mirror", tmp_path / "state-empty")
+    assert r.returncode != 0
+    line = r.stderr.strip().splitlines()[-1]
+    assert "relies on 2 blobs" in line and digest_of(BASE)[:19] in line and doc["inventory_id"] in line, line
+    with empty.client() as c:
+        assert c.get("/v2/_catalog").json()["repositories"] == []
+
+    # the target that has the base: every v2 image complete, with its original digest
+    r = do_import(run_airgap, delta, key, f"{registry2.host}/mirror", tmp_path / "state")
+    assert r.returncode == 0, r.output
+    for ref, digest in v2.items():
+        assert skopeo_digest(f"{registry2.host}/mirror/{ref}") == digest
+    with registry2.client() as c:  # the new repository got the base by a mount, not an upload
+        assert c.head(f"/v2/mirror/team/new/blobs/{digest_of(BASE)}").status_code == 200
+    r = do_import(run_airgap, since, key, f"{registry2.host}/mirror", tmp_path / "state")
+    assert r.returncode == 0, r.output
+
+
+def test_inventory_of_named_repositories_and_its_signature(registry: RegistryServer, key: Path, tmp_path: Path,
+                                                          run_airgap: RunAirgap) -> None:
+    app = push_image(registry, "dr/team/app", "v1", [BASE, APP1])
+    push_image(registry, "dr/team/web", "v1", [BASE, WEB])
+    push_image(registry, "other/x", "v1", [NEW])
+    inv = tmp_path / "inv.json"
+    r = run_airgap("inventory", "--registry", f"{registry.host}/dr", "--repo", "team/app", "--output", str(inv),
+                   "--json")
+    assert r.returncode == 0, r.output
+    assert json.loads(r.stdout)["images"] == 1 and not json.loads(r.stdout)["signed"]
+    doc = json.loads(inv.read_bytes())
+    assert doc["prefix"] == "dr" and [(i["repository"], i["digest"]) for i in doc["images"]] == [("team/app", app)]
+    assert {b["digest"] for b in doc["blobs"]} == {digest_of(BASE), digest_of(APP1)} | {
+        b["digest"] for b in doc["blobs"] if b["size"] < 1000}  # the config
+    # the whole prefix: the catalog, filtered by the prefix
+    r = run_airgap("inventory", "--registry", f"{registry.host}/dr", "--output", str(inv), "--key", str(key))
+    assert r.returncode == 0, r.output
+    assert {i["repository"] for i in json.loads(inv.read_bytes())["images"]} == {"team/app", "team/web"}
+    out = tmp_path / "bundle"
+    args = ["export", f"{registry.host}/dr/team/app:v1", "--output", str(out), "--key", str(key),
+            "--exclude-inventory", str(inv), "--inventory-pubkey", f"{key}.pub"]
+    data = inv.read_bytes()
+    inv.write_bytes(data.replace(b'"team/web"', b'"team/wed"'))  # edited after signing
+    r = run_airgap(*args)
+    assert r.returncode != 0 and "does not match its signature" in r.stderr, r.output
+    assert not out.exists()
+    inv.write_bytes(data)
+    (tmp_path / "inv.json.sig").unlink()
+    r = run_airgap(*args)
+    assert r.returncode != 0 and "has no signature inv.json.sig" in r.stderr, r.output
+    r = run_airgap(*args[:-2])  # without --inventory-pubkey the signature is not required
+    assert r.returncode == 0, r.output
+    assert "delta: relies on 2 blobs" in r.stdout, r.stdout
