@@ -265,3 +265,20 @@ def test_platform_subset_says_which_referrers_of_the_full_index_stay_behind(
     assert f"1 referrer(s) of the full index {index['digest']} left out ({NOTARY})" in said, r.output
     doc = json.loads(run_airgap("inspect", str(out), "--json").stdout)
     assert [x["digest"] for x in doc["images"][0]["referrers"]] == [sbom["digest"]]
+
+
+def test_copy_carries_referrers(registry: RegistryServer, registry2: RegistryServer, signed: dict[str, Any],
+                                run_airgap: RunAirgap) -> None:
+    """copy takes the image's SBOM (fallback index), its cosign .sig tag and the signature on the SBOM."""
+    repo = signed["repo"]
+    r = run_airgap("copy", f"{registry.host}/{repo}:v1", f"{registry2.host}/copied/app")
+    assert r.returncode == 0, r.output
+    assert "with 3 referrers" in r.stdout, r.stdout
+    dst = "copied/app"
+    assert skopeo_digest(f"{registry2.host}/{dst}:v1") == signed["subject"]["digest"]
+    assert listed(registry2, dst, signed["subject"]["digest"]) == [signed["sbom"]["digest"]]
+    assert listed(registry2, dst, signed["sbom"]["digest"]) == [signed["sbom_sig"]["digest"]]
+    assert skopeo_digest(f"{registry2.host}/{dst}:{signed['sig_tag']}") == signed["sig"]["digest"]
+    r = run_airgap("copy", f"{registry.host}/{repo}:v1", f"{registry2.host}/bare/app", "--no-referrers")
+    assert r.returncode == 0 and "referrer" not in r.stdout, r.output
+    assert listed(registry2, "bare/app", signed["subject"]["digest"]) == []

@@ -17,6 +17,7 @@ from airgap.cli.options import (
 )
 from airgap.cli.progress import ProgressBar
 from airgap.copy import copy, copy_request
+from airgap.transfer.plan import ReferrerOptions
 
 
 @click.command("copy")
@@ -25,6 +26,8 @@ from airgap.copy import copy, copy_request
 @platform_option
 @registry_options
 @upload_option
+@click.option("--no-referrers", is_flag=True,
+              help="Leave out signatures, SBOMs and attestations (OCI referrers and cosign-style tags).")
 @click.option("--src-username", help="User name for the source registry.")
 @click.option("--dest-username", help="User name for the destination registry.")
 @click.option("--password-stdin", is_flag=True,
@@ -32,9 +35,10 @@ from airgap.copy import copy, copy_request
                    "(else from AIRGAP_SRC_PASSWORD / AIRGAP_DEST_PASSWORD).")
 @click.pass_obj
 def copy_cmd(obj: dict[str, bool], src: str, dst: str, platforms: tuple[str, ...], insecure: tuple[str, ...],
-             ca_certs: tuple[str, ...], jobs: int, retries: int, upload_chunk_size: str, src_username: str | None,
+             ca_certs: tuple[str, ...], jobs: int, retries: int, upload_chunk_size: str, no_referrers: bool,
+             src_username: str | None,
              dest_username: str | None, password_stdin: bool) -> None:
-    """Copy an image (every platform, digests preserved) from one registry to another.
+    """Copy an image (every platform, digests preserved) and its signatures, SBOMs and attestations.
 
     DST without a tag takes SRC's tag. Credentials come from `airgap login`, docker's config.json,
     credential helpers or containers' auth.json, unless given here.
@@ -48,9 +52,12 @@ def copy_cmd(obj: dict[str, bool], src: str, dst: str, platforms: tuple[str, ...
              (request.target.host, dest_username, dest_pw, "AIRGAP_DEST_PASSWORD")]
     with make_registries(insecure, ca_certs, jobs, retries, keychain_with(pairs), upload_chunk_size) as registries, \
             ProgressBar(quiet=obj["quiet"], desc="copy") as bar:
-        result = copy(registries, src, dst, platforms=request.platforms, jobs=jobs, progress=bar)
+        result = copy(registries, src, dst, platforms=request.platforms, jobs=jobs, progress=bar,
+                      referrers=ReferrerOptions(enabled=not no_referrers))
     if not obj["quiet"]:
         for image in result.images:
-            click.echo(f"copied {image.source} -> {image.target}")
+            n = result.referrers
+            more = f" with {n} referrer{'s' if n != 1 else ''}" if n else ""
+            click.echo(f"copied {image.source} -> {image.target}{more}")
         click.echo(f"blobs: {result.uploaded} uploaded ({result.bytes_uploaded} bytes), {result.mounted} mounted, "
                    f"{result.skipped} already present")

@@ -75,7 +75,7 @@ def transfer(source: Source, sink: Sink, requests: list[ImageRequest], *, jobs: 
     ``result.failed``, while the other images are completed.
     """
     result = TransferResult()
-    # referrers are not copied yet (copy); export and import carry them (issue 7)
+    # referrers are planned and pushed by the callers (copy, export, import), after their subjects
     images = planned if planned is not None else [plan_image(source, r, NO_REFERRERS) for r in requests]
     for image in images:
         for text in image.notices:
