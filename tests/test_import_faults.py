@@ -109,8 +109,9 @@ def _cli(env: dict[str, str], *args: str) -> Run:
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
-def _make_bundle(workdir: Path, layout: Path) -> Iterator[Bundle]:
-    """Push ``layout`` into a fresh source registry, then ``airgap keygen`` and ``airgap export`` (1 MiB chunks)."""
+def _make_bundle(workdir: Path, layout: Path, *extra: str) -> Iterator[Bundle]:
+    """Push ``layout`` into a fresh source registry, then ``airgap keygen`` and ``airgap export`` (1 MiB chunks,
+    and the ``extra`` options)."""
     from scripts.push_layout import push_layout
 
     require_tools()
@@ -126,7 +127,7 @@ def _make_bundle(workdir: Path, layout: Path) -> Iterator[Bundle]:
         assert r.returncode == 0, r.output
         out = workdir / "bundle"
         r = _cli(env, "export", *[source.ref(n) for n in DEMO_IMAGE_NAMES], "--output", str(out), "--key", str(key),
-                 "--chunk-size", "1MiB")
+                 "--chunk-size", "1MiB", *extra)
         assert r.returncode == 0, r.output
         manifest = BundleManifest.parse((out / "manifest.json").read_bytes())
         digests = {n: skopeo_digest(source.ref(n)) for n in DEMO_IMAGE_NAMES}

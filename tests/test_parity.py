@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FaultProxyFactory, RunAirgap, require_tools
-from harness import RegistryServer, skopeo_digest, start_registry
+from conftest import FaultProxyFactory, RunAirgap
+from harness import RegistryServer
 from test_import_faults import (
     EXIT_BUNDLE,
     Bundle,
-    _cli,
+    _make_bundle,
     assert_complete,
     assert_error_line,
     flip_byte,
@@ -52,31 +52,6 @@ def _seed() -> int:
     seed = int(os.environ.get("AIRGAP_PARITY_SEED") or random.SystemRandom().randrange(1 << 32))
     print(f"parity seed: {seed} (rerun with AIRGAP_PARITY_SEED={seed})")
     return seed
-
-
-def _make_bundle(workdir: Path, layout: Path, *extra: str) -> Iterator[Bundle]:
-    """Push ``layout`` into a fresh source registry, then keygen and ``export --chunk-size 1MiB *extra``."""
-    from scripts.push_layout import push_layout
-
-    require_tools()
-    env = {**os.environ, "DOCKER_CONFIG": str(workdir / "docker-config"), "HOME": str(workdir / "home"),
-           "XDG_RUNTIME_DIR": str(workdir / "run"), "AIRGAP_RETRY_BASE_DELAY": "0.05"}
-    env.pop("REGISTRY_AUTH_FILE", None)
-    source = start_registry(workdir / "registries")
-    try:
-        push_layout(layout, source.host)
-        key = workdir / "keys" / "signing.key"
-        key.parent.mkdir()
-        assert _cli(env, "keygen", str(key)).returncode == 0
-        out = workdir / "bundle"
-        r = _cli(env, "export", *[source.ref(n) for n in DEMO_IMAGE_NAMES], "--output", str(out), "--key", str(key),
-                 "--chunk-size", "1MiB", *extra)
-        assert r.returncode == 0, r.output
-        manifest = BundleManifest.parse((out / "manifest.json").read_bytes())
-        digests = {n: skopeo_digest(source.ref(n)) for n in DEMO_IMAGE_NAMES}
-        yield Bundle(out, key, manifest, source, digests, pristine=out)
-    finally:
-        source.close()
 
 
 @pytest.fixture(scope="module")

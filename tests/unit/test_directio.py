@@ -49,7 +49,9 @@ def test_shared_buffer_is_reused_and_kept(tmp_path: Path) -> None:
     assert not buf.closed
 
 
-def test_fallback_when_open_refuses_direct(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def no_direct_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file system that refuses O_DIRECT at open (tmpfs on older kernels, FUSE, NFS)."""
     real_open = os.open
 
     def fake_open(path: str, flags: int, mode: int = 0o777) -> int:
@@ -58,6 +60,10 @@ def test_fallback_when_open_refuses_direct(tmp_path: Path, monkeypatch: pytest.M
         return real_open(path, flags, mode)
 
     monkeypatch.setattr(directio.os, "open", fake_open)
+
+
+@pytest.mark.usefixtures("no_direct_open")
+def test_fallback_when_open_refuses_direct(tmp_path: Path) -> None:
     data = random.Random(2).randbytes(STAGE + 5)
     w = _write(tmp_path / "f", data, random.Random(3))
     assert not w.direct
@@ -112,15 +118,8 @@ def test_read_range_any_offset_and_length(tmp_path: Path, size: int) -> None:
     assert directio.sha256_file(path) == hashlib.sha256(data).hexdigest()
 
 
-def test_read_range_buffered_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_open = os.open
-
-    def fake_open(path: str, flags: int, mode: int = 0o777) -> int:
-        if flags & directio._DIRECT:
-            raise OSError(errno.EINVAL, "Invalid argument")
-        return real_open(path, flags, mode)
-
+@pytest.mark.usefixtures("no_direct_open")
+def test_read_range_buffered_fallback(tmp_path: Path) -> None:
     data = random.Random(9).randbytes(100_000)
     (tmp_path / "f").write_bytes(data)
-    monkeypatch.setattr(directio.os, "open", fake_open)
     assert b"".join(directio.read_range(tmp_path / "f", 777, 50_000, block=4096)) == data[777:50_777]
