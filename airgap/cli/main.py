@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -12,21 +13,40 @@ from typing import TextIO
 import click
 
 from airgap import __version__
-from airgap.cli.copy import copy_cmd
-from airgap.cli.export import export_cmd
-from airgap.cli.importing import import_cmd
-from airgap.cli.inventory import inventory_cmd
-from airgap.cli.keys import keygen_cmd
-from airgap.cli.login import login_cmd
-from airgap.cli.repair import repair_cmd
-from airgap.cli.verify import inspect_cmd, verify_cmd
 from airgap.errors import AirgapError
 
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 70
 
+# Sub-commands, imported when used: a command then loads only what it needs (a no-op import starts in
+# a third of the time it takes to load everything).
+COMMANDS = {
+    "login": "airgap.cli.login:login_cmd",
+    "copy": "airgap.cli.copy:copy_cmd",
+    "keygen": "airgap.cli.keys:keygen_cmd",
+    "export": "airgap.cli.export:export_cmd",
+    "verify": "airgap.cli.verify:verify_cmd",
+    "repair": "airgap.cli.repair:repair_cmd",
+    "inspect": "airgap.cli.verify:inspect_cmd",
+    "import": "airgap.cli.importing:import_cmd",
+    "inventory": "airgap.cli.inventory:inventory_cmd",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="airgap")
 @click.option("--debug", is_flag=True, help="Log every registry exchange (secrets never) and show tracebacks.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only errors.")
@@ -37,11 +57,6 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
     if debug:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
         logging.getLogger("airgap").setLevel(logging.DEBUG)
-
-
-for command in (login_cmd, copy_cmd, keygen_cmd, export_cmd, verify_cmd, repair_cmd, inspect_cmd, import_cmd,
-                inventory_cmd):
-    cli.add_command(command)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
