@@ -1,10 +1,12 @@
 """Parity chunk files: computing them at export, rebuilding missing or damaged chunks from them.
 
-The code is zfec's systematic Reed-Solomon code over GF(2^8) (docs/bundle-format.md section 9). A stripe
-is processed in blocks of :data:`BLOCK` bytes of each of its chunks, so memory stays at (K + M) blocks
-whatever the chunk size. Outputs are written under a hidden temporary name, checked against their sha256
-(when the manifest gives one), fsynced and only then renamed to their final name; every input is hashed as
-it is read and compared with the manifest at the end, so that nothing is built from bytes that changed.
+The code is the systematic Reed-Solomon code over GF(2^8) of docs/bundle-format.md section 9
+(:mod:`airgap.bundle.rscode`); the matrix that gives the wanted shares from the K shares read is computed once
+per stripe. A stripe is processed in blocks of :data:`BLOCK` bytes of each of its chunks, so memory stays at
+a few blocks per share whatever the chunk size. Outputs are written under a hidden temporary name, checked
+against their sha256 (when the manifest gives one), fsynced and only then renamed to their final name; every
+input is hashed as it is read and compared with the manifest at the end, so that nothing is built from bytes
+that changed.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
-
-import zfec  # type: ignore[import-untyped, unused-ignore]
+from typing import TYPE_CHECKING, BinaryIO
 
 from airgap.atomic import fsync_dir
 from airgap.bundle.files import BundleError, os_error
 from airgap.model.bundle import Chunk
 from airgap.model.parity import Parity, ParityChunk, StripeLayout, parity_name
+
+if TYPE_CHECKING:
+    from airgap.bundle import rscode  # NumPy: loaded only when parity is computed or used
 
 BLOCK = 1024 * 1024
 _ZEROS = bytes(BLOCK)
@@ -136,7 +139,9 @@ def write_parity(out_dir: Path, chunks: Sequence[Chunk], layout: StripeLayout, *
     """Compute the parity chunks of the data ``chunks`` (complete files in ``out_dir``) and write them there."""
     remove_partials(out_dir)
     k, m = layout.data, layout.parity
-    encoder = zfec.Encoder(k, k + m)
+    from airgap.bundle import rscode
+
+    encoder = rscode.Combiner(rscode.recovery_matrix(k, m, list(range(k)), list(range(k, k + m))))
     out: list[ParityChunk] = []
     for s in range(layout.stripes):
         members = [chunks[i] for i in layout.members(s, len(chunks))]
@@ -144,7 +149,7 @@ def write_parity(out_dir: Path, chunks: Sequence[Chunk], layout: StripeLayout, *
         sources = {n: Source(out_dir / c.name, c) for n, c in enumerate(members)}
         targets = {k + j: Target(out_dir / parity_name(s, j), None) for j in range(m)}
         try:
-            digests = _run_stripe(encoder, None, list(range(k)), size, sources, targets, block)
+            digests = _run_stripe(encoder, list(range(k)), size, sources, targets, block)
         except SourceCorrupt as exc:
             names = ", ".join(members[n].name for n in exc.shares)
             raise BundleError(f"{names} in {out_dir} changed while its parity was computed",
@@ -166,19 +171,19 @@ def rebuild_stripe(k: int, m: int, count: int, size: int, sources: Mapping[int, 
     if len(chosen) < k:
         raise NotRepairable(f"a stripe with {len(targets)} chunk(s) to rebuild has only {len(chosen)} of the {k} "
                             "chunks needed")
-    decoder = zfec.Decoder(k, k + m) if len(data_known) < k else None
-    _run_stripe(zfec.Encoder(k, k + m), decoder, chosen, size, {n: sources[n] for n in chosen if n in sources},
-                targets, block)
+    from airgap.bundle import rscode
+
+    coder = rscode.Combiner(rscode.recovery_matrix(k, m, chosen, list(targets)))
+    _run_stripe(coder, chosen, size, {n: sources[n] for n in chosen if n in sources}, targets, block)
     for directory in {t.path.parent for t in targets.values()}:
         fsync_dir(directory)
 
 
-def _run_stripe(encoder: zfec.Encoder, decoder: zfec.Decoder | None, shares: list[int], size: int,
-                sources: Mapping[int, Source], targets: Mapping[int, Target], block: int) -> dict[int, str]:
-    """One pass over a stripe: read the k ``shares`` block by block (``sources``, or all-zero), decode the data
-    shares when some are not among them (``decoder``), and write the ``targets``. Returns their sha256."""
-    k = len(shares)
-    parity_wanted = tuple(sorted(n for n in targets if n >= k))
+def _run_stripe(coder: rscode.Combiner, shares: list[int], size: int, sources: Mapping[int, Source],
+                targets: Mapping[int, Target], block: int) -> dict[int, str]:
+    """One pass over a stripe: read the k ``shares`` block by block (``sources``, or all-zero), compute the
+    ``targets`` from them (``coder``: one output per target, in their order) and write them. Returns their
+    sha256."""
     hashers = {n: hashlib.sha256() for n in sources}
     zeros = memoryview(_ZEROS if block <= BLOCK else bytes(block))
     with ExitStack() as stack:
@@ -195,8 +200,8 @@ def _run_stripe(encoder: zfec.Encoder, decoder: zfec.Decoder | None, shares: lis
                     else zeros[:width] for n in shares]
 
         outputs: dict[int, _Output] = {}
-        # zfec, sha256 and reads release the GIL: the next blocks are read and hashed on a thread while these
-        # are coded and written
+        # NumPy's lookups, sha256 and reads release the GIL: the next blocks are read and hashed on a thread while
+        # these are coded and written
         pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="airgap-parity"))
         try:
             for n, t in targets.items():
@@ -210,13 +215,10 @@ def _run_stripe(encoder: zfec.Encoder, decoder: zfec.Decoder | None, shares: lis
                     raise os_error(exc, "reading a chunk of the stripe") from exc
                 if offset + block < size:
                     ahead = pool.submit(read, offset + block)
-                data = decoder.decode(blocks, list(shares)) if decoder is not None else blocks
-                for n, out in outputs.items():
-                    if n < k and offset < out.size:
-                        out.write(memoryview(data[n])[: min(width, out.size - offset)])
-                if parity_wanted:
-                    for n, piece in zip(parity_wanted, encoder.encode(data, parity_wanted), strict=True):
-                        outputs[n].write(piece)
+                for n, piece in zip(targets, coder(blocks), strict=True):
+                    out = outputs[n]
+                    if offset < out.size:  # a rebuilt data chunk: the first ``size`` bytes of its share
+                        out.write(piece.data[: min(width, out.size - offset)])
             bad = [n for n, h in hashers.items() if h.hexdigest() != sources[n].chunk.sha256]
             if bad:
                 raise SourceCorrupt(bad)

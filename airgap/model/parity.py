@@ -20,7 +20,7 @@ from typing import Any
 from airgap.errors import InvalidInput
 from airgap.model.bundle import MAX_CHUNKS, Chunk, ManifestError, check_chunk_name
 
-CODE = "reed-solomon-zfec"
+CODE = "reed-solomon-zfec"  # names the code (the one zfec computes, section 9.2), not a library; bundles carry it
 FIELD = "GF(2^8)"
 MAX_SHARES = 256  # K + M: the code works over GF(2^8), so at most 256 distinct evaluation points
 MAX_STRIPE_DATA = 16  # data chunks per stripe that writers use at most
