@@ -38,7 +38,7 @@ from airgap.sources import OCI_PREFIX, Sources
 from airgap.transfer.events import BytesMoved, Notice, Planned, Progress, ignore
 from airgap.transfer.plan import ImageRequest, PlannedImage, ReferrerOptions, plan_image
 
-SEGMENT_SIZE = 4 * 1024 * 1024
+SEGMENT_SIZE = 2 * 1024 * 1024
 DEFAULT_LEVEL = 3
 REF_NAME = "org.opencontainers.image.ref.name"
 STATE_VERSION = 1

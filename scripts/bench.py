@@ -582,6 +582,7 @@ class Config:
     limit_scale: int  # divides the sizes of the limit measurements
     timeout: float
     quick: bool
+    warm_imports: bool = False  # --warm-imports: leave the import inputs in the page cache
 
 
 @dataclass
@@ -660,7 +661,20 @@ class Bench:
         total = _sum_runs(runs)
         return {**total, **watch.result(total["cpu_s"]), "output_bytes": size}
 
+    def cold(self) -> bool:
+        """Before an import: drop the page cache, so that each tool reads its input (bundle or OCI layout) from
+        the disk, as an import reads removable media. False when that is not allowed (not root, a container)."""
+        if self.cfg.warm_imports:
+            return False
+        os.sync()
+        try:
+            Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        except OSError:
+            return False
+        return True
+
     def import_airgap(self, bundle: Path, dst: RegistryServer, state: Path, r: int, *, noop: bool) -> dict[str, Any]:
+        cold = False if noop else self.cold()
         start, watch = log_size(dst), CpuWatch(dst)
         name = "noop" if noop else "import"
         log = f"r{r}-airgap-{name}.log"
@@ -669,7 +683,7 @@ class Bench:
                         str(state), log=log)
         requests = registry_requests(dst, start)
         out = {"seconds": m.seconds, "maxrss_kib": m.maxrss_kib, "cpu_s": m.cpu_seconds,
-               **watch.result(m.cpu_seconds), "requests": dict(sorted(requests.items()))}
+               **watch.result(m.cpu_seconds), "requests": dict(sorted(requests.items())), "cold_cache": cold}
         if noop:
             said = (self.logs / log).read_bytes()[before:].decode("utf-8", "replace")
             out["said_nothing_to_do"] = "nothing to do" in said
@@ -678,12 +692,13 @@ class Bench:
 
     def import_skopeo(self, images: list[DemoImage], layout: Path, dirs: Path, dst: RegistryServer,
                       r: int) -> dict[str, Any]:
+        cold = self.cold()
         start, watch = log_size(dst), CpuWatch(dst)
         runs = [self.skopeo(self.skopeo_dest(img, layout, dirs), f"docker://{dst.ref(img.name)}",
                             log=f"r{r}-skopeo-import.log", tls="--dest-tls-verify=false") for img in images]
         total = _sum_runs(runs)
         return {**total, **watch.result(total["cpu_s"]),
-                "requests": dict(sorted(registry_requests(dst, start).items()))}
+                "requests": dict(sorted(registry_requests(dst, start).items())), "cold_cache": cold}
 
     def measure_limits(self, images: ImageSet, src: RegistryServer) -> dict[str, float]:
         scale = self.cfg.limit_scale
@@ -855,6 +870,8 @@ def print_table(s: dict[str, Any], images: ImageSet, cfg: Config) -> None:
     _print_rows(rows)
     print(f"\n{len(images.images)} images, {images.blobs} unique blobs, {mib:.0f} MiB unique content "
           f"(throughput = unique content / wall time); {s['rounds_complete']} round(s); chunk size {cfg.chunk_size}")
+    print("imports read their input " + ("from the page cache (--warm-imports)" if cfg.warm_imports else
+          "from the disk (page cache dropped before each import, both tools)"))
     print(f"no-op import: said 'nothing to do': {n['said_nothing_to_do']}; only HEAD requests (+ /v2/ ping): "
           f"{n['only_head']}; requests {n['requests']}")
 
@@ -947,6 +964,9 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument("--quick", action="store_true", help="everything ~10x smaller: a smoke run")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                         help=f"seconds any one tool run may take (default {DEFAULT_TIMEOUT:.0f})")
+    parser.add_argument("--warm-imports", action="store_true",
+                        help="leave the import inputs in the page cache (default: drop it before each import, so "
+                             "that both tools read their input from the disk, as from removable media)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -956,7 +976,7 @@ def parse_args(argv: list[str] | None) -> Config:
         parser.error("--large-size must be >= 0")
     return Config(work=args.work, rounds=args.rounds, large=large, text=TEXT_SIZE // div, gzip=GZIP_SIZE // div,
                   chunk_size=QUICK_CHUNK_SIZE if args.quick else CHUNK_SIZE, limit_scale=div, timeout=args.timeout,
-                  quick=args.quick)
+                  quick=args.quick, warm_imports=args.warm_imports)
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

@@ -55,5 +55,16 @@ def is_precompressed(media_type: str) -> bool:
     return any(marker in mt for marker in COMPRESSED_MEDIA_MARKERS)
 
 
+PROBE = 64 * 1024  # a frame whose first PROBE bytes do not shrink by 2% at level 1 is stored, not compressed
+
+
+def incompressible(data: bytes | memoryview) -> bool:
+    """Random-looking content (encrypted, already compressed under an uncompressed media type): compressing it
+    costs CPU and gives nothing. Decided from the frame's own bytes, so an export stays reproducible."""
+    if len(data) < 4 * PROBE:
+        return False
+    return len(_compressor(1).compress(memoryview(data)[:PROBE])) > PROBE * 0.98
+
+
 def encode(data: bytes, *, store: bool, level: int) -> bytes:
-    return stored_frame(data) if store else compressed_frame(data, level)
+    return stored_frame(data) if store or incompressible(data) else compressed_frame(data, level)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airgap.bundle.files import BundleError
-from airgap.bundle.frames import compressed_frame, stored_frame
+from airgap.bundle.frames import compressed_frame, encode, stored_frame
 from airgap.bundle.reader import BundleReader
 from airgap.bundle.stream import Member
 from airgap.bundle.tarfmt import END_OF_ARCHIVE, blob_path
@@ -100,6 +100,20 @@ def test_frames_decode_to_their_content(data: bytes) -> None:
     d = zstandard.ZstdDecompressor()
     for frame in (stored_frame(data), compressed_frame(data, 3)):
         assert d.stream_reader(io.BytesIO(frame), read_across_frames=True).read() == data
+
+
+def test_random_looking_content_is_stored_and_text_compressed() -> None:
+    """A frame whose first 64 KiB do not compress is stored raw (no zstd work for nothing); either way it
+    decodes to its content, and the choice depends only on the bytes (a rerun writes the same frame)."""
+    d = zstandard.ZstdDecompressor()
+    random_like = noise(1 << 20, 7)
+    text = b"".join(b"line %d of a very ordinary text file\n" % i for i in range(40000))
+    for data, stored in ((random_like, True), (text, False), (random_like[:100_000], False)):
+        frame = encode(data, store=False, level=3)
+        assert (frame == stored_frame(data)) is stored
+        assert frame == encode(data, store=False, level=3)
+        assert d.stream_reader(io.BytesIO(frame), read_across_frames=True).read() == data
+    assert len(encode(text, store=False, level=3)) < len(text) // 4
 
 
 # -- hostile manifests ---------------------------------------------------------------------------
