@@ -123,3 +123,15 @@ def test_read_range_buffered_fallback(tmp_path: Path) -> None:
     data = random.Random(9).randbytes(100_000)
     (tmp_path / "f").write_bytes(data)
     assert b"".join(directio.read_range(tmp_path / "f", 777, 50_000, block=4096)) == data[777:50_777]
+
+
+def test_read_range_stopped_early_closes_cleanly(tmp_path: Path) -> None:
+    """A consumer that stops after the first block (a blob's digest failed, Ctrl-C) leaves no read in flight
+    on a closed descriptor, and the next reader works."""
+    data = random.Random(11).randbytes(5 * 65536 + 17)
+    (tmp_path / "f").write_bytes(data)
+    for _ in range(20):
+        it = directio.read_range(tmp_path / "f", 3, len(data), block=65536)
+        assert next(it) == data[3:65536]
+        it.close()  # type: ignore[attr-defined]
+    assert b"".join(directio.read_range(tmp_path / "f", 0, len(data), block=65536)) == data
