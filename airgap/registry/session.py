@@ -33,6 +33,19 @@ from airgap.model.reference import api_host
 from airgap.registry.auth import Challenge, Token, TokenCache, basic_header, merge_scopes, parse_challenge
 from airgap.registry.credentials import Credential, Keychain
 
+# httpcore reads a response body 64 KiB per socket read, each going through h11's parser in Python: for
+# gigabytes of blobs that is tens of thousands of round trips through Python. 256 KiB reads cut export's
+# CPU time by ~0.4 s per GiB (bench set: user time 5.0-5.5 s -> 4.6-4.9 s). Memory per connection stays
+# small (one read buffer). Kept only where httpcore still has the attribute.
+_READ_SIZE = 256 * 1024
+try:
+    from httpcore._sync.http11 import HTTP11Connection
+
+    if getattr(HTTP11Connection, "READ_NUM_BYTES", _READ_SIZE) < _READ_SIZE:
+        HTTP11Connection.READ_NUM_BYTES = _READ_SIZE
+except ImportError:  # pragma: no cover - another httpcore layout: keep its default
+    pass
+
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
