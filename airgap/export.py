@@ -12,6 +12,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -135,8 +136,12 @@ def plan_members(sources: Sources, requests: list[ImageRequest], progress: Progr
     index_entries: list[dict[str, Any]] = []
     before = 0
     notices: list[str] = []
-    for request in requests:
-        planned = plan_image(sources, request, referrer_options)
+    # resolving an image is a chain of small requests (manifests, referrers, cosign tags): resolve several
+    # images at once; their order in the bundle stays the order asked for
+    with ThreadPoolExecutor(max_workers=max(1, min(8, options.jobs if options else 4)),
+                            thread_name_prefix="airgap-plan") as pool:
+        plans = list(pool.map(lambda r: plan_image(sources, r, referrer_options), requests))
+    for request, planned in zip(requests, plans, strict=True):
         if options is not None and options.require_signature and not planned.signed:
             unsigned.append(str(request.source))
         for text in planned.notices:
