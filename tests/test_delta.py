@@ -135,6 +135,13 @@ def test_delta_round_trip_with_inventory_and_since(registry: RegistryServer, reg
     with empty.client() as c:
         assert c.get("/v2/_catalog").json()["repositories"] == []
 
+    # a new repository alone: the base layer is found through the inventory's hints and mounted
+    r = run_airgap("import", str(delta), "--to", f"{registry2.host}/mirror", "--pubkey", f"{key}.pub",
+                   "--state-dir", str(tmp_path / "state-new"), "--image", "team/new:v1", "--json")
+    assert r.returncode == 0, r.output
+    assert skopeo_digest(f"{registry2.host}/mirror/team/new:v1") == v2["team/new:v1"]
+    assert json.loads(r.stdout)["blobs"]["mounted"] == 1, r.stdout
+
     # the target that has the base: every v2 image complete, with its original digest
     r = do_import(run_airgap, delta, key, f"{registry2.host}/mirror", tmp_path / "state")
     assert r.returncode == 0, r.output
