@@ -166,9 +166,14 @@ def _dry_run(reader: BundleReader, mapped: list[Any], as_json: bool, repairer: R
         rows.append({"source": item.image.reference, "target": str(item.target), "digest": str(item.image.digest),
                      "chunks": chunks, "missing_chunks": missing})
     if as_json:
-        click.echo(json.dumps({"bundle_id": m.bundle_id, "images": rows}, indent=2))
+        click.echo(json.dumps({"bundle_id": m.bundle_id, "images": rows,
+                               "relies_on": [r.to_json() for r in m.relies_on]}, indent=2))
     else:
         for r in rows:
             miss = f"  MISSING {', '.join(r['missing_chunks'])}" if r["missing_chunks"] else ""
             click.echo(f"{r['source']} -> {r['target']}{miss}")
+        if m.is_delta:
+            from airgap.cli.verify import delta_summary
+
+            click.echo(delta_summary(m) + "; import checks them before it pushes anything")
     check_chunks_present(reader, mapped, repairer)

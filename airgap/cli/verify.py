@@ -85,7 +85,7 @@ def delta_summary(m: BundleManifest) -> str:
     whole = relied + m.unpacked_size
     bases = ", ".join(b.describe() for b in m.bases)
     return (f"delta: relies on {len(m.relies_on)} blobs ({format_size(relied)}, {relied / whole:.0%} of the images' "
-            f"content) that the target already holds, from {bases}")
+            f"content) that the target must already hold, from {bases}")
 
 
 def inspect_json(m: BundleManifest, signer: str | None) -> dict[str, Any]:
