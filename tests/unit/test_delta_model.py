@@ -102,3 +102,27 @@ def test_hostile_delta_members(bases: Any, relied: Any, message: str) -> None:
 def test_a_relied_on_blob_cannot_also_be_stored() -> None:
     with pytest.raises(InvalidInput, match="also stored"):
         parse_delta(delta([GOOD_BASE], [GOOD_RELIED]), {D2}, InvalidInput)
+
+
+def test_exclusions_from_inventories_and_bundles_including_a_delta_of_a_delta() -> None:
+    """--since a delta also leaves out what that delta relied on, attributed to that delta's own base."""
+    from airgap.delta import Exclusions
+    from airgap.model.bundle import BundleImage, BundleManifest
+    from airgap.model.manifest import Descriptor
+
+    layer, config, older = Digest.of(b"layer"), Digest.of(b"config"), Digest.of(b"older")
+    earlier = Base("bundle", "b-earlier", "2026-01-01T00:00:00Z")
+    delta = BundleManifest(
+        "b-delta", "2026-02-01T00:00:00Z", "airgap", "k", 1 << 20, 1 << 20, 0, (), (), (),
+        (BundleImage("reg", "team/app", "v2", D1, "m", blobs=(config, older)),),
+        bases=(earlier,), relies_on=(ReliedBlob(older, 5, "x", 0, ("team/app",)),))
+    ex = Exclusions()
+    ex.add_inventory(inventory())
+    ex.add_bundle(delta)
+    assert [b.id for b in ex.bases] == ["i-0123", "b-delta", "b-earlier"]
+    assert ex.blobs[D2] == (0, ("mirror/team/app", "mirror/team/other"))  # inventory hints: full paths
+    assert ex.blobs[older] == (2, ("team/app",))  # what the delta relied on: its own base
+    assert ex.key() == ["inventory:i-0123", "bundle:b-delta", "bundle:b-earlier"]
+    hit = ex.relied(Descriptor("application/vnd.oci.image.layer.v1.tar", older, 5))
+    assert hit == ReliedBlob(older, 5, "application/vnd.oci.image.layer.v1.tar", 2, ("team/app",))
+    assert ex.relied(Descriptor("x", layer, 5)) is None
