@@ -422,21 +422,13 @@ def _secret_forms(*passwords: str) -> list[str]:
 @pytest.mark.parametrize("auth", ["htpasswd", "token"])
 def test_no_secret_in_any_output_log_journal_or_bundle(auth: str, registry_factory: RegistryFactory,
                                                        demo_registry: RegistryServer, run_airgap: RunAirgap,
-                                                       airgap_env: dict[str, str], tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+                                                       airgap_env: dict[str, str], tmp_path: Path) -> None:
     target = registry_factory(auth=auth)
     tokens: list[str] = []
     if auth == "token":
         server = target.token_server
         assert isinstance(server, TokenServer)
-        mint = server._mint
-
-        def recording_mint(user: str | None, scopes: Any) -> tuple[str, dict[str, Any]]:
-            token, claims = mint(user, scopes)
-            tokens.append(token)
-            return token, claims
-
-        monkeypatch.setattr(server, "_mint", recording_mint)
+        tokens = server.minted
 
     runs: list[tuple[str, Run]] = []
 

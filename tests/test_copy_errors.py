@@ -451,18 +451,10 @@ def test_debug_hides_basic_credentials(htpasswd_registry: RegistryServer, demo_r
 
 
 def test_debug_hides_bearer_tokens(token_registry: RegistryServer, demo_registry: RegistryServer,
-                                   run_airgap: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+                                   run_airgap: Callable[..., Any]) -> None:
     server = token_registry.token_server
     assert isinstance(server, TokenServer)
-    tokens: list[str] = []
-    mint = server._mint
-
-    def recording_mint(user: str | None, scopes: Any) -> tuple[str, dict[str, Any]]:
-        token, claims = mint(user, scopes)
-        tokens.append(token)
-        return token, claims
-
-    monkeypatch.setattr(server, "_mint", recording_mint)
+    tokens = server.minted
     run = run_airgap("--debug", "copy", "--dest-username", "alice", demo_registry.ref("demo/multi:1.0"),
                      token_registry.ref("demo/multi:1.0"), env={"AIRGAP_DEST_PASSWORD": PASSWORD})
     assert run.returncode == 0, run.output

@@ -117,6 +117,7 @@ class TokenServer:
         self.policy: GrantPolicy = policy if policy is not None else default_policy
         self.requests: list[TokenRequest] = []
         self.issued: list[dict[str, Any]] = []  # claims of every token issued, newest last
+        self.minted: list[str] = []  # every token issued (tests check that none leaks into logs), newest last
         self._lock = threading.Lock()
         self._refresh_tokens: dict[str, str] = {}  # refresh token -> user
 
@@ -246,6 +247,7 @@ class TokenServer:
         token = signing_input + "." + _b64url(self._sign(signing_input.encode("ascii")))
         with self._lock:
             self.issued.append(claims)
+            self.minted.append(token)
         return token, claims
 
     def _record(self, method: str, scopes: Sequence[str], user: str | None) -> None:
