@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,8 +180,6 @@ def check_relied(registries: Registries, manifest: BundleManifest, target: Targe
                 return [repo]
         return []
 
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="airgap-check") as pool:
         found = dict(zip(need, pool.map(holders, need), strict=True))
     missing = [d for d, repos in found.items() if not repos]
@@ -334,8 +333,6 @@ def _push_referrers(registries: Registries, source: BundleSource, sink: Journale
 def _still_there(registries: Registries, manifest: BundleManifest, mapped: list[Mapped], jobs: int) -> bool:
     """After a finished import: is everything still in the target, as the journal says? (HEAD requests, and
     the referrers lists)"""
-    from concurrent.futures import ThreadPoolExecutor
-
     checks: list[tuple[str, str, str, Digest | None]] = []  # (host, repository, kind/identifier, expected)
     for m in mapped:
         repo, host = m.target.repository, m.target.host

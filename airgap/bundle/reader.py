@@ -95,8 +95,6 @@ class BundleReader:
         with self._lock:
             lock = self._locks.setdefault(index, threading.Lock())
         check = self._start_check(index)
-        if index + 1 < len(self.manifest.chunks):
-            self._start_check(index + 1)  # read ahead: the stream is mostly read in order
         with lock:
             if index not in self._checked:
                 problem = check.result()
@@ -119,7 +117,7 @@ class BundleReader:
             return check
 
     def close(self) -> None:
-        """Stop background checks that nobody waits for."""
+        """Stop the background checks (those not started yet are dropped)."""
         with self._lock:
             checker, self._checker = self._checker, None
         if checker is not None:
@@ -201,6 +199,8 @@ class BundleReader:
             idx, off = divmod(pos, size)
             chunk = self.manifest.chunks[idx]
             if check or (self.repair is not None and self.path(chunk) is None):
+                if self.verify_chunks and end > (idx + 1) * size:
+                    self._start_check(idx + 1)  # this read goes on into the next chunk: check it meanwhile
                 self.ensure_chunk(idx)
             p = self.path(chunk)
             if p is None and self.verify_chunks:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,7 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
         keychain = keychain_with([(target.host, username, password, "AIRGAP_PASSWORD")])
         journal = ImportJournal.open(state, manifest.bundle_id, str(target))
         with make_registries(insecure, ca_certs, jobs, retries, keychain, upload_chunk_size) as registries, \
-                ProgressBar(quiet=obj["quiet"] or as_json, desc="import") as bar:
+                ProgressBar(quiet=obj["quiet"] or as_json, desc="import") as bar, contextlib.closing(reader):
             result = import_bundle(registries, reader, target, mapped, journal, jobs=jobs, progress=bar,
                                    repairer=repairer)
     except AirgapError as exc:
