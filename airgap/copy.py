@@ -8,7 +8,7 @@ from airgap.model.digest import Digest
 from airgap.model.manifest import Manifest
 from airgap.model.platform import Platform
 from airgap.model.reference import Reference
-from airgap.registry.endpoints import RegistrySink, RegistrySource
+from airgap.registry.endpoints import RegistrySink, RegistrySource, index_referrers
 from airgap.registry.pool import Registries
 from airgap.transfer.engine import TransferResult, transfer
 from airgap.transfer.events import Progress, ignore
@@ -56,7 +56,7 @@ def _copy_referrers(registries: Registries, source: RegistrySource, sink: Regist
     level: dict[Digest, int] = {m.digest: 0 for m in image.manifests}
     for r in image.referrers:  # planned subjects first
         level[r.root.digest] = min(level.get(r.root.digest, 99), level.get(r.subject, 0) + 1)
-    fallback: dict[Digest, list[Manifest]] = {}
+    fallback: dict[tuple[str, str, Digest], list[Manifest]] = {}
     for lv in sorted({level[r.root.digest] for r in image.referrers}):
         batch = [r for r in image.referrers if level[r.root.digest] == lv]
         plans = [PlannedImage(
@@ -73,9 +73,5 @@ def _copy_referrers(registries: Registries, source: RegistrySource, sink: Regist
         result.referrers += len(batch)
         for r in batch:
             if r.tag is None:
-                fallback.setdefault(r.subject, []).append(r.root)
-    client = registries.client(dst.host)
-    for subject, manifests in fallback.items():
-        if client.referrers(dst.repository, subject) is None and client.add_fallback_referrers(
-                dst.repository, subject, manifests):
-            result.referrer_indexes += 1
+                fallback.setdefault((dst.host, dst.repository, r.subject), []).append(r.root)
+    result.referrer_indexes += index_referrers(registries, fallback)

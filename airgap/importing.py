@@ -23,7 +23,7 @@ from airgap.model.bundle import BundleImage, BundleManifest, BundleReferrer
 from airgap.model.digest import Digest
 from airgap.model.manifest import Descriptor, Manifest
 from airgap.model.reference import _COMPONENT, Reference, parse_host
-from airgap.registry.endpoints import RegistrySink
+from airgap.registry.endpoints import RegistrySink, index_referrers
 from airgap.registry.pool import Registries
 from airgap.repair import Repairer
 from airgap.streams import BlobOpener
@@ -321,13 +321,7 @@ def _push_referrers(registries: Registries, source: BundleSource, sink: Journale
             result.referrers += 1
             if r.tag is None:
                 fallback.setdefault((m.target.host, m.target.repository, r.subject), []).append(p.root)
-    api: dict[str, bool] = {}
-    for (host, repo, subject), manifests in fallback.items():
-        client = registries.client(host)
-        if host not in api:  # a registry with the referrers API indexes subjects itself
-            api[host] = client.referrers(repo, subject) is not None
-        if not api[host] and client.add_fallback_referrers(repo, subject, manifests):
-            result.referrer_indexes += 1
+    result.referrer_indexes += index_referrers(registries, fallback)
 
 
 def _still_there(registries: Registries, manifest: BundleManifest, mapped: list[Mapped], jobs: int) -> bool:

@@ -52,3 +52,18 @@ class RegistrySink:
 
     def push_manifest(self, target: Reference, manifest: Manifest, tag: str | None) -> None:
         self.registries.client(target.host).put_manifest(target.repository, manifest, tag)
+
+
+def index_referrers(registries: Registries, by_subject: dict[tuple[str, str, Digest], list[Manifest]]) -> int:
+    """List pushed referrers (found by their ``subject``) where a reader will look for them: a registry with
+    the referrers API indexes them itself; on one without it they are merged into the fallback tag index
+    ``sha256-<subject hex>``. Keys are (host, repository, subject). Returns the indexes written."""
+    api: dict[str, bool] = {}
+    written = 0
+    for (host, repo, subject), manifests in by_subject.items():
+        client = registries.client(host)
+        if host not in api:
+            api[host] = client.referrers(repo, subject) is not None
+        if not api[host] and client.add_fallback_referrers(repo, subject, manifests):
+            written += 1
+    return written
