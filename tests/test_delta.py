@@ -186,3 +186,24 @@ def test_inventory_of_named_repositories_and_its_signature(registry: RegistrySer
     r = run_airgap(*args[:-2])  # without --inventory-pubkey the signature is not required
     assert r.returncode == 0, r.output
     assert "delta: relies on 2 blobs" in r.stdout, r.stdout
+
+
+def test_inventory_where_the_catalog_is_not_allowed(token_registry: RegistryServer, tmp_path: Path,
+                                                    run_airgap: RunAirgap) -> None:
+    """A token that never grants registry:catalog:*: one line that says to name the repositories with --repo;
+    with --repo the inventory is taken (an unknown repository is simply empty)."""
+    server = token_registry.token_server
+    assert server is not None
+    server.policy = lambda user, kind, name, actions, srv: [] if kind == "registry" else list(actions)
+    out = tmp_path / "inv.json"
+    env = {"AIRGAP_PASSWORD": "s3cret-pass"}
+    r = run_airgap("inventory", "--registry", token_registry.host, "--username", "alice", "--output", str(out),
+                   env=env)
+    assert r.returncode == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not let us list its repositories" in lines[0] and "--repo" in lines[0], r.stderr
+    assert not out.exists()
+    r = run_airgap("inventory", "--registry", token_registry.host, "--username", "alice", "--output", str(out),
+                   "--repo", "team/app", env=env)
+    assert r.returncode == 0, r.output
+    assert json.loads(out.read_bytes())["images"] == []
