@@ -38,6 +38,7 @@ import struct
 import termios
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -47,6 +48,7 @@ __all__ = ["FaultProxy", "ProxyProtocolError"]
 
 _CHUNK = 64 * 1024
 _HEAD_LIMIT = 64 * 1024
+MAX_DROPS_PER_REQUEST = 2  # drop_every: how often one request line may be dropped
 _HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection"}
 _ERROR_CODES = {429: "TOOMANYREQUESTS", 401: "UNAUTHORIZED", 403: "DENIED", 503: "UNAVAILABLE"}
 
@@ -170,6 +172,7 @@ class FaultProxy:
         self._drop_every = 0
         self._drop_pattern: re.Pattern[str] | None = None
         self._drop_counter = 0
+        self._dropped: Counter[str] = Counter()
 
         self._stopping = threading.Event()
         self._listener: socket.socket | None = None
@@ -269,11 +272,13 @@ class FaultProxy:
 
     def drop_every(self, n: int, *, match: str | None = None) -> None:
         """Close every ``n``-th request's connection (tcp mode: every n-th connection) without an
-        answer; counting starts now. ``n=0`` disables."""
+        answer; counting starts now. ``n=0`` disables. With ``n > 1`` one request line is dropped at
+        most ``MAX_DROPS_PER_REQUEST`` times (flakiness, not an outage)."""
         with self._lock:
             self._drop_every = n
             self._drop_pattern = self._compile(match)
             self._drop_counter = 0
+            self._dropped.clear()
 
     def rate_limit(self, bytes_per_second: float | None) -> None:
         """Throttle both directions of every connection; None or 0 removes the limit."""
@@ -288,6 +293,7 @@ class FaultProxy:
             self._drop_every = 0
             self._drop_pattern = None
             self._drop_counter = 0
+            self._dropped.clear()
 
     def reset_counters(self) -> None:
         with self._lock:
@@ -327,7 +333,17 @@ class FaultProxy:
             if self._drop_pattern is not None and (line is None or not self._drop_pattern.search(line)):
                 return False
             self._drop_counter += 1
-            return self._drop_counter % self._drop_every == 0
+            if self._drop_counter % self._drop_every:
+                return False
+            # The count is global: with a multiple of n clients taking turns, one client's retries could
+            # land on every n-th slot until its tries run out. A flaky network (n > 1) drops a request now
+            # and then, not the same one forever: one request line is dropped at most MAX_DROPS_PER_REQUEST
+            # times. n = 1 is an outage: everything that matches is dropped.
+            if line is not None and self._drop_every > 1:
+                if self._dropped[line] >= MAX_DROPS_PER_REQUEST:
+                    return False
+                self._dropped[line] += 1
+            return True
 
     def _injected(self, what: str) -> None:
         with self._lock:
