@@ -4,10 +4,9 @@ random access to any blob through the zstd frames that start at blob (and segmen
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from airgap.signing import PublicKey, verify
 from airgap.streams import verified
 
 READ = 1024 * 1024
+FRAME_EXTRA = tarfmt.MAX_HEADER + 2 * tarfmt.BLOCK + len(tarfmt.END_OF_ARCHIVE)  # header, padding, end
 MAX_SIGNATURE = 4096
 
 
@@ -215,42 +215,62 @@ class BundleReader:
             if want:
                 raise ChunkCorrupt(f"chunk {chunk.name} is shorter than the manifest says")
 
-    def _decoded(self, span: Span, first_frame: int, check: bool) -> io.BufferedReader:
-        start = span.offset + sum(span.frames[:first_frame])
-        raw = _IterReader(self.read_range(start, span.end - start, check=check))
-        reader = zstandard.ZstdDecompressor().stream_reader(
-            raw, read_across_frames=True, closefd=False)  # type: ignore[arg-type]
-        return io.BufferedReader(reader, READ)  # type: ignore[arg-type, unused-ignore]
+    def _frames(self, span: Span, first: int, check: bool) -> Generator[bytes, None, None]:
+        """The compressed frames ``first..`` of ``span``, each whole (at most 2·S + 64 KiB, section 2.2)."""
+        start = span.offset + sum(span.frames[:first])
+        sizes = iter(span.frames[first:])
+        want, parts, have = next(sizes, 0), [], 0
+        for data in self.read_range(start, span.end - start, check=check):
+            view = memoryview(data)
+            while view and want:
+                take = min(want - have, len(view))
+                parts.append(view[:take])
+                have += take
+                view = view[take:]
+                if have == want:
+                    yield b"".join(parts)
+                    want, parts, have = next(sizes, 0), [], 0
+
+    def _decoded(self, span: Span, first: int, check: bool, what: str) -> Generator[bytes, None, None]:
+        """The decompressed frames ``first..`` of ``span``, one frame at a time (memory: one segment)."""
+        limit = self.manifest.segment_size + FRAME_EXTRA
+        dctx = zstandard.ZstdDecompressor()
+        try:
+            for frame in self._frames(span, first, check):
+                size = zstandard.frame_content_size(frame)
+                if size > limit:  # a forged header must not make us allocate its claim
+                    raise ChunkCorrupt(f"the bundle stream is damaged where it holds {what} (a frame claims "
+                                       f"{size} bytes, more than a segment holds)",
+                                       hint="run `airgap verify` to find the damaged chunk")
+                yield dctx.decompress(frame, max_output_size=limit)
+        except zstandard.ZstdError as exc:
+            raise ChunkCorrupt(f"the bundle stream is damaged where it holds {what} ({exc})",
+                               hint="run `airgap verify` to find the damaged chunk") from None
 
     def open_member(self, span: Span, path: str, size: int, offset: int = 0, *, check: bool = True) -> Iterator[bytes]:
         """The content of a tar member from ``offset``: decodes from the frame holding that offset.
         ``check=False`` skips the whole-chunk check (for small members whose digest is checked anyway)."""
         seg = self.manifest.segment_size
         k = min(offset // seg, len(span.frames) - 1)
-        stream = self._decoded(span, k, check)
+        skip = offset - k * seg  # content bytes of frame k to pass over
+        left = size - offset
+        frames = self._decoded(span, k, check, path)
         try:
-            if k == 0:
-                head = stream.peek(tarfmt.MAX_HEADER)[: tarfmt.MAX_HEADER]
-                skip_head = tarfmt.parse_header(head, expect_path=path, expect_size=size)
-                stream.read(skip_head)
-            remaining_skip = offset - k * seg
-            while remaining_skip:
-                got = stream.read(min(READ, remaining_skip))
-                if not got:
-                    break
-                remaining_skip -= len(got)
-            left = size - offset
-            while left > 0:
-                data = stream.read(min(READ, left))
-                if not data:
-                    raise ChunkCorrupt(f"{path} ends early in the bundle stream")
-                left -= len(data)
-                yield data
-        except zstandard.ZstdError as exc:
-            raise ChunkCorrupt(f"the bundle stream is damaged where it holds {path} ({exc})",
-                               hint="run `airgap verify` to find the damaged chunk") from None
+            for n, out in enumerate(frames):
+                start = skip
+                if n == 0 and k == 0:
+                    start += tarfmt.parse_header(out[: tarfmt.MAX_HEADER], expect_path=path, expect_size=size)
+                skip = max(0, start - len(out))
+                take = max(0, min(left, len(out) - start))
+                if take:
+                    # a middle frame is all content: handed on as it is, without a copy
+                    yield out if start == 0 and take == len(out) else out[start : start + take]
+                    left -= take
+                if not left:
+                    return
+            raise ChunkCorrupt(f"{path} ends early in the bundle stream")
         finally:
-            stream.close()
+            frames.close()
 
     @contextmanager
     def open_blob(self, digest: Digest, offset: int = 0, *, check: bool = True) -> Iterator[Iterator[bytes]]:
@@ -283,28 +303,6 @@ class BundleReader:
 
 def _sha256_file(path: Path) -> str:
     return directio.sha256_file(path)
-
-
-class _IterReader(io.RawIOBase):
-    """A read-only file over an iterator of byte strings."""
-
-    def __init__(self, it: Iterator[bytes]) -> None:
-        self._it = it
-        self._buf = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self._buf:
-            try:
-                self._buf = next(self._it)
-            except StopIteration:
-                return 0
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
 
 
 __all__ = ["BundleReader", "ChunkCorrupt", "ChunkMissing", "ChunkReport", "DigestMismatch", "read_signed_manifest"]
