@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from airgap.bundle import tarfmt
-from airgap.bundle.frames import encode, is_precompressed
+from airgap.bundle.frames import Buffer, Frame, encode, is_precompressed
 from airgap.errors import DigestMismatch
 from airgap.model.bundle import frame_count
 from airgap.model.digest import Digest
@@ -53,8 +53,9 @@ def _content(member: Member) -> Iterator[bytes]:
 
 def member_segments(member: Member, *, segment: int, start: int = 0,
                     on_bytes: Callable[[int], None] | None = None,
-                    reserve: Callable[[int], None] | None = None) -> Iterator[tuple[int, bytes]]:
-    """The raw pieces ``(k, bytes)`` that frames ``start..`` of ``member`` encode (header and padding included).
+                    reserve: Callable[[int], None] | None = None) -> Iterator[tuple[int, list[Buffer]]]:
+    """The raw pieces ``(k, buffers)`` that frames ``start..`` of ``member`` encode (header and padding
+    included), each piece as the buffers that make it: views of what the source gave, not copies.
 
     Content before ``start`` is read (its digest must still be checked) but not returned. ``reserve(n)`` is
     called before the bytes of each returned piece are gathered, so that a caller can bound memory.
@@ -66,33 +67,35 @@ def member_segments(member: Member, *, segment: int, start: int = 0,
     def size_of(k: int) -> int:
         return min(segment, member.size - k * segment) + (len(head) if k == 0 else 0) + (len(tail) if k == n - 1 else 0)
 
-    parts: list[bytes] = []  # the current piece's content, joined once (one copy per piece)
-    have = 0
+    parts: list[Buffer] = [head]  # the current piece
+    have = 0  # its content bytes
     k = 0
     if reserve and start == 0:
         reserve(size_of(0))
     for chunk in _content(member):
         if on_bytes:
             on_bytes(len(chunk))
-        while chunk:
+        view = memoryview(chunk)
+        while len(view):
             if k == n - 1:  # the last piece takes the rest
-                parts.append(chunk)
-                have += len(chunk)
+                parts.append(view)
+                have += len(view)
                 break
-            take = min(segment - have, len(chunk))
-            parts.append(chunk[:take] if take < len(chunk) else chunk)
+            take = min(segment - have, len(view))
+            parts.append(view if take == len(view) else view[:take])
             have += take
-            chunk = chunk[take:]
+            view = view[take:]
             if have == segment:
                 if k >= start:
-                    yield k, b"".join(([head] if k == 0 else []) + parts)
+                    yield k, parts
                 parts, have = [], 0
                 k += 1
                 if reserve and k >= start:
                     reserve(size_of(k))
     if k != n - 1 or have != member.size - k * segment:
         raise DigestMismatch(f"{member.path} did not have the {member.size} bytes its descriptor says")
-    yield k, b"".join(([head] if k == 0 else []) + parts + [tail])
+    parts.append(tail)
+    yield k, parts
 
 
 class _Stopped(Exception):
@@ -136,8 +139,9 @@ class Budget:
 
 def encoded_frames(members: list[tuple[int, Member, int]], *, segment: int, level: int, jobs: int,
                    budget_bytes: int = 8 * 1024 * 1024, depth: int = 2,
-                   on_bytes: Callable[[int], None] | None = None) -> Iterator[tuple[int, int, bytes]]:
-    """Encode ``(index, member, first frame)`` in order, as ``(index, frame number, frame)``.
+                   on_bytes: Callable[[int], None] | None = None) -> Iterator[tuple[int, int, Frame]]:
+    """Encode ``(index, member, first frame)`` in order, as ``(index, frame number, frame)``; a frame comes as
+    the buffers that make it (see :data:`Frame`).
 
     Up to ``jobs`` members are read ahead on threads (network latency overlaps), and frames are encoded on
     a pool of one thread per core (zstd releases the GIL), also the frames of one large member. Memory is
@@ -146,10 +150,10 @@ def encoded_frames(members: list[tuple[int, Member, int]], *, segment: int, leve
     budget = Budget(budget_bytes)
     encoders = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="airgap-zstd")
 
-    def producer(i: int) -> Callable[[], Iterator[tuple[int, int, Future[bytes], int]]]:
+    def producer(i: int) -> Callable[[], Iterator[tuple[int, int, Future[Frame], int]]]:
         m, member, start = members[i]
 
-        def run() -> Iterator[tuple[int, int, Future[bytes], int]]:
+        def run() -> Iterator[tuple[int, int, Future[Frame], int]]:
             reserved: list[int] = []
 
             def reserve(n: int) -> None:

@@ -110,23 +110,25 @@ def _write_stream(out_dir: Path, members: list[Member], *, chunk_size: int, segm
         todo = [(m, members[m], 0) for m in range(start_member, len(members))]
         stream = encoded_frames(todo, segment=segment, level=level, jobs=jobs, on_bytes=on_bytes)
         try:
-            for m, k, frame in stream:
+            for m, k, parts in stream:
+                length = sum(len(p) for p in parts)
                 if m == start_member and k < start_frame:  # on disk already: must be the same bytes
-                    at, length = on_disk[k]
-                    if len(frame) != length or frame != _read_stream_tail(out_dir, journal.chunks, chunk_size, at,
-                                                                          at + length):
+                    at, on_disk_length = on_disk[k]
+                    if length != on_disk_length or b"".join(parts) != _read_stream_tail(
+                            out_dir, journal.chunks, chunk_size, at, at + length):
                         raise forget_member()
                     continue
-                data: bytes | memoryview = frame
                 if skip:
+                    frame = b"".join(parts)
                     cut = min(skip, len(frame))
                     if frame[:cut] != expected_tail[:cut]:
                         raise forget_member()
                     expected_tail = expected_tail[cut:]
                     skip -= cut
-                    data = memoryview(frame)[cut:]
-                writer.write(data)
-                writer.frame_done(FrameRecord(m, k, len(frame)))
+                    parts = [memoryview(frame)[cut:]]
+                for part in parts:
+                    writer.write(part)
+                writer.frame_done(FrameRecord(m, k, length))
         finally:
             stream.close()  # type: ignore[attr-defined]  # a generator: stop its threads now
         chunks = writer.close()

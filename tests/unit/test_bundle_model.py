@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airgap.bundle.files import BundleError
-from airgap.bundle.frames import compressed_frame, encode, stored_frame
+from airgap.bundle.frames import compressed_frame, encode, stored_frame, stored_frame_parts
 from airgap.bundle.reader import BundleReader
 from airgap.bundle.stream import Member
 from airgap.bundle.tarfmt import END_OF_ARCHIVE, blob_path
@@ -94,12 +94,16 @@ def test_any_blobs_any_chunking(tmp_path_factory: Any, blobs: list[bytes], chunk
         assert b"".join(chunks) == blob[offset:]
 
 
-@given(st.binary(max_size=300_000))
+@given(st.binary(max_size=300_000), st.lists(st.integers(0, 300_000), max_size=6))
 @settings(max_examples=30, deadline=None)
-def test_frames_decode_to_their_content(data: bytes) -> None:
+def test_frames_decode_to_their_content(data: bytes, cuts: list[int]) -> None:
     d = zstandard.ZstdDecompressor()
     for frame in (stored_frame(data), compressed_frame(data, 3)):
         assert d.stream_reader(io.BytesIO(frame), read_across_frames=True).read() == data
+    # a stored frame built from the content in pieces (views of them, no copy) is the same bytes
+    edges = sorted({0, len(data), *(c for c in cuts if c < len(data))})
+    pieces = [data[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+    assert b"".join(stored_frame_parts(pieces)) == stored_frame(data)
 
 
 def test_random_looking_content_is_stored_and_text_compressed() -> None:
@@ -109,11 +113,13 @@ def test_random_looking_content_is_stored_and_text_compressed() -> None:
     random_like = noise(1 << 20, 7)
     text = b"".join(b"line %d of a very ordinary text file\n" % i for i in range(40000))
     for data, stored in ((random_like, True), (text, False), (random_like[:100_000], False)):
-        frame = encode(data, store=False, level=3)
+        frame = b"".join(encode([data], store=False, level=3))
         assert (frame == stored_frame(data)) is stored
-        assert frame == encode(data, store=False, level=3)
+        # the content may come in any pieces (as the network gave it): the frame is the same
+        pieces = [data[:513], data[513:70_000], data[70_000:]]
+        assert b"".join(encode(pieces, store=False, level=3)) == frame
         assert d.stream_reader(io.BytesIO(frame), read_across_frames=True).read() == data
-    assert len(encode(text, store=False, level=3)) < len(text) // 4
+    assert len(b"".join(encode([text], store=False, level=3))) < len(text) // 4
 
 
 # -- hostile manifests ---------------------------------------------------------------------------
