@@ -110,7 +110,7 @@ class ChunkWriter:
         self.index = len(journal.chunks)
         self.position = self.index * chunk_size  # stream offset of the next byte
         self._file: DirectWriter | None = None
-        self._stage = stage_buffer()
+        self._stages = (stage_buffer(), stage_buffer())
         self._hash = hashlib.sha256()
         self._filled = 0
         self._pending: list[tuple[int, FrameRecord]] = []  # (end offset, frame) not yet journaled
@@ -120,12 +120,12 @@ class ChunkWriter:
 
     def _open(self) -> DirectWriter:
         if self._file is None:
+            self._hash = hashlib.sha256()  # the writer hashes what it writes, on its helper thread
+            self._filled = 0
             try:
-                self._file = DirectWriter(self._tmp(), buffer=self._stage)
+                self._file = DirectWriter(self._tmp(), buffers=self._stages, hasher=self._hash)
             except OSError as exc:
                 raise os_error(exc, f"creating {chunk_name(self.index)} in {self.out_dir}") from exc
-            self._hash = hashlib.sha256()
-            self._filled = 0
         return self._file
 
     def write(self, data: bytes | memoryview) -> None:
@@ -138,7 +138,6 @@ class ChunkWriter:
                 f.write(piece)
             except OSError as exc:
                 raise os_error(exc, f"writing {chunk_name(self.index)} in {self.out_dir}") from exc
-            self._hash.update(piece)
             self._filled += len(piece)
             self.position += len(piece)
             view = view[len(piece):]

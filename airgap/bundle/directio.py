@@ -19,21 +19,33 @@ import hashlib
 import mmap
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 ALIGN = 4096
-STAGE = 8 * 1024 * 1024
+STAGE = 4 * 1024 * 1024  # two of them per writer
 _DIRECT = getattr(os, "O_DIRECT", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
-class DirectWriter:
-    """A new file written sequentially; ``close()`` writes the tail and fsyncs. Raises OSError like ``os.write``."""
+class _Hasher(Protocol):
+    def update(self, data: memoryview, /) -> None: ...
 
-    def __init__(self, path: Path, *, mode: int = 0o644, buffer: mmap.mmap | None = None) -> None:
-        """``buffer``: a reusable staging buffer of ``STAGE`` bytes (from :func:`stage_buffer`), else one is made."""
+
+class DirectWriter:
+    """A new file written sequentially; ``close()`` writes the tail and fsyncs. Raises OSError like ``os.write``
+    (an error of a write in the background comes out of a later ``write`` or of ``close``).
+
+    Data is staged in two page-aligned buffers: while one is filled, the other is written (and hashed into
+    ``hasher``, if given) on a helper thread, so the caller never waits for the media unless it is ahead of
+    them by a whole buffer."""
+
+    def __init__(self, path: Path, *, mode: int = 0o644, buffers: Sequence[mmap.mmap] | None = None,
+                 hasher: _Hasher | None = None) -> None:
+        """``buffers``: two reusable staging buffers of ``STAGE`` bytes (from :func:`stage_buffer`), else two are
+        made. ``hasher`` sees every byte of the file, in order."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC
         self.direct = bool(_DIRECT)
         try:
@@ -43,30 +55,49 @@ class DirectWriter:
                 raise
             self.direct = False
             self.fd = os.open(path, flags, mode)
-        self._own = buffer is None
-        self._buf = (stage_buffer() if buffer is None else buffer) if self.direct else None
+        self.hasher = hasher
+        self._own = buffers is None
+        if buffers is not None and len(buffers) != 2:
+            raise ValueError("DirectWriter takes two staging buffers")
+        self._bufs: list[mmap.mmap] = (list(buffers) if buffers is not None else [stage_buffer(), stage_buffer()]
+                                       ) if self.direct else []
+        self._cur = 0
         self._fill = 0
+        self._pending: Future[None] | None = None
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data).cast("B")
-        if self._buf is None:
-            self._write_all(view)
+        if not self._bufs:
+            self._consume(view)
             return
         while len(view):
             n = min(STAGE - self._fill, len(view))
-            self._buf[self._fill : self._fill + n] = view[:n]
+            self._bufs[self._cur][self._fill : self._fill + n] = view[:n]
             self._fill += n
             view = view[n:]
             if self._fill == STAGE:
-                self._flush(STAGE)
+                self._hand_over()
 
-    def _flush(self, length: int) -> None:
-        assert self._buf is not None
-        with memoryview(self._buf) as whole, whole[:length] as view:
-            self._write_all(view)
-        self._fill -= length
-        if self._fill:  # only after a fallback: keep the rest at the start of the buffer
-            self._buf.move(0, length, self._fill)
+    def _hand_over(self) -> None:
+        """The full buffer goes to the helper thread; filling goes on in the other one."""
+        self._wait()
+        self._pending = _background().submit(self._consume_buffer, self._bufs[self._cur], STAGE)
+        self._cur = 1 - self._cur
+        self._fill = 0
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _consume_buffer(self, buf: mmap.mmap, length: int) -> None:
+        with memoryview(buf) as whole, whole[:length] as view:
+            self._consume(view)
+
+    def _consume(self, view: memoryview) -> None:
+        if self.hasher is not None:
+            self.hasher.update(view)
+        self._write_all(view)
 
     def _write_all(self, view: memoryview) -> None:
         while len(view):
@@ -91,26 +122,35 @@ class DirectWriter:
     def close(self) -> None:
         """Write what is staged, fsync and close (the file is complete on the media when this returns)."""
         try:
-            if self._buf is not None and self._fill:
-                aligned = self._fill - self._fill % ALIGN
-                if aligned:
-                    self._flush(aligned)
-                if self._fill:
-                    self._buffered()
-                    self._flush(self._fill)
+            self._wait()
+            if self._fill:
+                with memoryview(self._bufs[self._cur]) as whole, whole[: self._fill] as view:
+                    if self.hasher is not None:
+                        self.hasher.update(view)
+                    aligned = len(view) - len(view) % ALIGN if self.direct else 0
+                    self._write_all(view[:aligned])
+                    if aligned < len(view):
+                        self._buffered()  # the unaligned tail
+                        self._write_all(view[aligned:])
+                self._fill = 0
             os.fsync(self.fd)
         finally:
             self.abort()
 
     def abort(self) -> None:
         """Close without finishing (the caller removes the file)."""
+        if self._pending is not None:  # a write in flight must end before its descriptor is closed
+            with contextlib.suppress(Exception):
+                self._pending.result()
+            self._pending = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        if self._buf is not None and self._own:
-            with contextlib.suppress(BufferError):  # a view still held by a traceback: the GC frees it
-                self._buf.close()
-        self._buf = None
+        if self._own:
+            for buf in self._bufs:
+                with contextlib.suppress(BufferError):  # a view still held by a traceback: the GC frees it
+                    buf.close()
+        self._bufs = []
 
 
 def stage_buffer() -> mmap.mmap:
@@ -188,6 +228,18 @@ def _prefetcher() -> ThreadPoolExecutor:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="airgap-read")
         return _pool
+
+
+_writers: ThreadPoolExecutor | None = None
+
+
+def _background() -> ThreadPoolExecutor:
+    """Threads that write (and hash) staged buffers; a writer has at most one buffer in flight."""
+    global _writers
+    with _pool_lock:
+        if _writers is None:
+            _writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="airgap-write")
+        return _writers
 
 
 def _read_buffered(path: Path, offset: int, length: int, block: int) -> Iterator[bytes]:

@@ -39,14 +39,25 @@ def test_exact_bytes(tmp_path: Path, size: int) -> None:
     assert path.read_bytes() == data
 
 
-def test_shared_buffer_is_reused_and_kept(tmp_path: Path) -> None:
-    buf = stage_buffer()
+def test_shared_buffers_are_reused_and_kept(tmp_path: Path) -> None:
+    bufs = (stage_buffer(), stage_buffer())
     rng = random.Random(1)
     for n in range(3):
-        data = rng.randbytes(STAGE + 1000 * n)
-        _write(tmp_path / f"f{n}", data, rng, buffer=buf)
+        data = rng.randbytes(2 * STAGE + 1000 * n)
+        h = hashlib.sha256()
+        _write(tmp_path / f"f{n}", data, rng, buffers=bufs, hasher=h)
         assert (tmp_path / f"f{n}").read_bytes() == data
-    assert not buf.closed
+        assert h.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert not any(b.closed for b in bufs)
+
+
+@pytest.mark.parametrize("size", [0, 5, STAGE, 3 * STAGE + 4097])
+def test_hasher_sees_every_byte_in_order(tmp_path: Path, size: int) -> None:
+    """The chunk hash is computed by the writer's helper thread, from the very buffers it writes."""
+    data = random.Random(size).randbytes(size)
+    h = hashlib.sha256()
+    _write(tmp_path / "f", data, random.Random(7), hasher=h)
+    assert h.hexdigest() == hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture
@@ -91,17 +102,24 @@ def test_fallback_when_writes_refuse_direct(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_other_errors_are_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails on the helper thread (a full disk) comes out of the next write or of close(), and
+    abort() closes the file after the write in flight has ended."""
     def full(fd: int, data: object) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    w = DirectWriter(tmp_path / "f")
-    monkeypatch.setattr(directio.os, "write", full)
-    w.write(b"x" * (STAGE - 1))  # staged only
-    with pytest.raises(OSError) as info:
-        w.write(b"yy")
-    assert info.value.errno == errno.ENOSPC
-    w.abort()
-    assert w.fd == -1
+    for last in ("write", "close"):
+        w = DirectWriter(tmp_path / "f")
+        monkeypatch.setattr(directio.os, "write", full)
+        w.write(b"x" * (STAGE + 1))  # the first buffer is handed over (its write fails in the background)
+        with pytest.raises(OSError) as info:
+            if last == "write":
+                w.write(b"y" * STAGE)
+            else:
+                w.close()
+        assert info.value.errno == errno.ENOSPC
+        w.abort()
+        assert w.fd == -1
+        monkeypatch.undo()
 
 
 @pytest.mark.parametrize("size", [0, 1, ALIGN - 1, ALIGN + 3, 3 * (1 << 20) + 5])
