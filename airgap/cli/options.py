@@ -23,7 +23,8 @@ def registry_options(f: F) -> F:
     f = click.option("--retries", type=click.IntRange(1, 100), default=6, show_default=True,
                      help="Tries per registry request before giving up (connection errors, 408, 429, 5xx).")(f)
     f = click.option("--jobs", "-j", type=click.IntRange(1, 64), default=6, show_default=True,
-                     help="Blobs in flight at once (also the connection limit per registry).")(f)
+                     help="Blobs in flight at once (also the connection limit per registry); pushes send at most 2 "
+                          "blobs of 16 MiB or more at once.")(f)
     f = click.option("--ca-cert", "ca_certs", multiple=True, type=click.Path(exists=True, dir_okay=False),
                      help="Extra CA certificate (PEM) to trust for registries' TLS. Repeatable.")(f)
     f = click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
