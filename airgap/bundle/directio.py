@@ -218,28 +218,26 @@ def read_range(path: Path, offset: int, length: int, *, block: int = 1024 * 1024
                 b.close()
 
 
-_pool: ThreadPoolExecutor | None = None
+_pools: dict[str, ThreadPoolExecutor] = {}
 _pool_lock = threading.Lock()
 
 
-def _prefetcher() -> ThreadPoolExecutor:
-    global _pool
+def _shared_pool(name: str, workers: int) -> ThreadPoolExecutor:
     with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="airgap-read")
-        return _pool
+        pool = _pools.get(name)
+        if pool is None:
+            pool = _pools[name] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        return pool
 
 
-_writers: ThreadPoolExecutor | None = None
+def _prefetcher() -> ThreadPoolExecutor:
+    """Threads that read the next block ahead."""
+    return _shared_pool("airgap-read", 8)
 
 
 def _background() -> ThreadPoolExecutor:
     """Threads that write (and hash) staged buffers; a writer has at most one buffer in flight."""
-    global _writers
-    with _pool_lock:
-        if _writers is None:
-            _writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="airgap-write")
-        return _writers
+    return _shared_pool("airgap-write", 4)
 
 
 def _read_buffered(path: Path, offset: int, length: int, block: int) -> Iterator[bytes]:
