@@ -65,6 +65,23 @@ def test_round_trip_and_random_access(tmp_path: Path) -> None:
     assert names[0] == "oci-layout" and names[-1] == "index.json" and len(names) == len(blobs) + 2
 
 
+def test_forged_frame_size_is_refused_before_anything_is_allocated(tmp_path: Path) -> None:
+    """A frame is decoded whole: a header that claims more content than a segment holds (read without the
+    whole-chunk check, as small members are) is refused as damage, not allocated."""
+    data = noise(3000)
+    m, d = build(tmp_path, [data], chunk_size=1 << 20, media_type="application/vnd.oci.image.layer.v1.tar+gzip")
+    blob = m.blobs[0]
+    chunk = d / m.chunks[0].name
+    raw = bytearray(chunk.read_bytes())
+    at = blob.span.offset
+    assert raw[at:at + 5] == b"\x28\xb5\x2f\xfd\xe0"  # a stored frame: magic, then an 8-byte content size
+    raw[at + 5:at + 13] = (1 << 40).to_bytes(8, "little")  # claims 1 TiB
+    chunk.write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match="a frame claims 1099511627776 bytes"), \
+            BundleReader(m, [d]).open_blob(blob.digest, check=False) as chunks:
+        b"".join(chunks)
+
+
 def test_corrupt_chunk_is_named(tmp_path: Path) -> None:
     m, d = build(tmp_path, [noise(20000)])
     victim = d / m.chunks[1].name
