@@ -8,6 +8,7 @@ content is incomplete.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -167,20 +168,23 @@ def _run_all(jobs: int, tasks: list[object], keep_going: bool = False, *, heavy:
         return []
     stop = threading.Event()
     cond = threading.Condition()
-    pending = list(range(len(tasks)))
+    waiting_heavy = deque(n for n in range(len(tasks)) if n in heavy)
+    waiting_light = deque(n for n in range(len(tasks)) if n not in heavy)
     running_heavy = 0
     limit = heavy_jobs if heavy_jobs > 0 else len(tasks)
     failures: list[tuple[int, Exception]] = []
 
     def take() -> int | None:
+        """The first waiting task that may start now (O(1), however many blobs there are)."""
         nonlocal running_heavy
         with cond:
-            while pending and not stop.is_set():
-                n = next((i for i in pending if i not in heavy or running_heavy < limit), None)
-                if n is not None:
-                    pending.remove(n)
-                    running_heavy += n in heavy
-                    return n
+            while (waiting_heavy or waiting_light) and not stop.is_set():
+                free = waiting_heavy and running_heavy < limit
+                if free and (not waiting_light or waiting_heavy[0] < waiting_light[0]):
+                    running_heavy += 1
+                    return waiting_heavy.popleft()
+                if waiting_light:
+                    return waiting_light.popleft()
                 cond.wait()  # only heavy tasks are left, and their lanes are full
             return None
 
