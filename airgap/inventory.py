@@ -18,7 +18,14 @@ from pathlib import Path
 from airgap import __version__
 from airgap.atomic import write_atomic
 from airgap.errors import AirgapError, InvalidInput, NotFound, PermissionDenied, RegistryError, UnsupportedManifest
-from airgap.model.delta import Inventory, InventoryBlob, InventoryError, InventoryImage, check_repository
+from airgap.model.delta import (
+    MAX_INVENTORY_BYTES,
+    Inventory,
+    InventoryBlob,
+    InventoryError,
+    InventoryImage,
+    check_repository,
+)
 from airgap.model.digest import Digest
 from airgap.model.manifest import Manifest
 from airgap.registry.client import RegistryClient
@@ -131,6 +138,9 @@ def write_inventory(inventory: Inventory, path: Path, key: PrivateKey | None = N
 def read_inventory(path: Path, trusted: Sequence[PublicKey] = ()) -> Inventory:
     """Read an inventory; with ``trusted`` keys its signature ``PATH.sig`` must be there and verify."""
     try:
+        if path.stat().st_size > MAX_INVENTORY_BYTES:
+            raise InventoryError(f"the inventory {path} is larger than {MAX_INVENTORY_BYTES >> 20} MiB",
+                                 hint="check the path given to --exclude-inventory")
         data = path.read_bytes()
     except OSError as exc:
         raise InventoryError(f"cannot read the inventory {path}: {exc.strerror or exc}",

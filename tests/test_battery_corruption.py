@@ -326,6 +326,21 @@ def test_tampered_bundle_is_refused_before_any_push(case: str, bundle_2m: Bundle
     assert_error_line(v, *needles, exit_code=EXIT_BUNDLE)
 
 
+def test_oversized_manifest_is_refused_without_reading_it(bundle_2m: Bundle, registry: RegistryServer,
+                                                          fault_proxy_factory: FaultProxyFactory,
+                                                          run_airgap: RunAirgap, tmp_path: Path) -> None:
+    """A manifest.json beyond the spec's 256 MiB (a sparse file here) is refused by its size, before it is read
+    into memory or its signature is checked; nothing is pushed."""
+    bundle = bundle_2m.copy_to(tmp_path / "bundle")
+    with (bundle.dir / "manifest.json").open("r+b") as f:
+        f.truncate(257 * 1024 * 1024)
+    proxy = fault_proxy_factory(registry.host)
+    r = run_airgap("import", str(bundle.dir), "--to", proxy.host, "--pubkey", str(bundle.pub), "--state-dir",
+                   str(tmp_path / "state"))
+    assert_error_line(r, "manifest.json is larger than the 256 MiB", exit_code=EXIT_BUNDLE)
+    assert proxy.requests == []
+
+
 def test_random_edits_of_manifest_and_signature_are_refused(bundle_2m: Bundle, tmp_path: Path) -> None:
     """Seeded: 300 random one-byte edits of manifest.json (any offset, any new value) and 100 of its signature
     file, each checked the way verify and import check it (library): every one refused."""

@@ -17,7 +17,7 @@ import zstandard
 from airgap.bundle import directio, tarfmt
 from airgap.bundle.files import BundleError
 from airgap.errors import AirgapError, DigestMismatch
-from airgap.model.bundle import BundleManifest, Chunk, Span
+from airgap.model.bundle import MAX_MANIFEST_BYTES, BundleManifest, Chunk, Span
 from airgap.model.digest import Digest
 from airgap.signing import PublicKey, verify
 from airgap.streams import verified
@@ -64,6 +64,9 @@ def read_signed_manifest(directory: Path, trusted: Sequence[PublicKey]) -> tuple
                           hint="copy the signature along with the bundle, or ask for a signed bundle")
     if spath.stat().st_size > MAX_SIGNATURE:
         raise BundleError(f"{spath} is larger than a signature can be", hint="the bundle is damaged or forged")
+    if mpath.stat().st_size > MAX_MANIFEST_BYTES:  # untrusted media: not read whole before it is bounded
+        raise BundleError(f"{mpath} is larger than the {MAX_MANIFEST_BYTES >> 20} MiB a bundle manifest may have",
+                          hint="the bundle is damaged or forged")
     data = mpath.read_bytes()
     signer = verify(data, spath.read_bytes(), trusted)
     return BundleManifest.parse(data), signer

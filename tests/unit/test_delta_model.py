@@ -1,13 +1,15 @@
-"""Inventories and the delta members of a bundle manifest, as untrusted input."""
+"""Inventories and the delta members of a bundle manifest, as untrusted input (and the inventory file's bound)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airgap.errors import InvalidInput
+from airgap.inventory import read_inventory
 from airgap.model.delta import Base, Inventory, InventoryBlob, InventoryError, InventoryImage, ReliedBlob, parse_delta
 from airgap.model.digest import Digest
 
@@ -126,3 +128,12 @@ def test_exclusions_from_inventories_and_bundles_including_a_delta_of_a_delta() 
     hit = ex.relied(Descriptor("application/vnd.oci.image.layer.v1.tar", older, 5))
     assert hit == ReliedBlob(older, 5, "application/vnd.oci.image.layer.v1.tar", 2, ("team/app",))
     assert ex.relied(Descriptor("x", layer, 5)) is None
+
+
+def test_oversized_inventory_file_is_refused_by_its_size(tmp_path: Path) -> None:
+    """An inventory file beyond the limit (a sparse file here) is refused before it is read into memory."""
+    path = tmp_path / "inventory.json"
+    with path.open("wb") as f:
+        f.truncate(257 * 1024 * 1024)
+    with pytest.raises(InventoryError, match="larger than 256 MiB"):
+        read_inventory(path)
