@@ -30,6 +30,7 @@ from airgap.errors import (
     TLSError,
 )
 from airgap.model.reference import api_host
+from airgap.registry import h11buffer
 from airgap.registry.auth import Challenge, Token, TokenCache, basic_header, merge_scopes, parse_challenge
 from airgap.registry.credentials import Credential, Keychain
 
@@ -45,6 +46,7 @@ try:
         HTTP11Connection.READ_NUM_BYTES = _READ_SIZE
 except ImportError:  # pragma: no cover - another httpcore layout: keep its default
     pass
+h11buffer.install()  # and no copies of a body in h11 (see the module)
 
 log = logging.getLogger(__name__)
 
