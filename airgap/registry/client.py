@@ -53,6 +53,7 @@ class RegistryClient:
         self.session = session
         self.host = session.host
         self.upload = upload or UploadPolicy()
+        self._no_referrers_api = False  # the registry said it has none: not asked again for each manifest
 
     # -- manifests ----------------------------------------------------------------------------
     def get_manifest(self, repository: str, identifier: str) -> Manifest:
@@ -108,7 +109,18 @@ class RegistryClient:
     # -- referrers (OCI 1.1) ------------------------------------------------------------------
     def referrers(self, repository: str, digest: Digest) -> list[Descriptor] | None:
         """``GET /v2/<repo>/referrers/<digest>``: the referrers' descriptors, or None when the registry has no
-        referrers API (404, 405, 400, or an answer that is not an OCI index: distribution 2.8 says 404)."""
+        referrers API (404, 405, 400, or an answer that is not an OCI index: distribution 2.8 says 404).
+
+        A registry with the API answers every existing subject with an index (empty when nothing refers to
+        it), so once it has said it has none, that holds for the rest of the run and it is not asked again."""
+        if self._no_referrers_api:
+            return None
+        found = self._referrers(repository, digest)
+        if found is None:
+            self._no_referrers_api = True
+        return found
+
+    def _referrers(self, repository: str, digest: Digest) -> list[Descriptor] | None:
         resp = self.session.request(
             "GET", f"/v2/{repository}/referrers/{digest}", scopes=(repo_scope(repository, "pull"),),
             headers={"Accept": OCI_INDEX}, ok=(200, 400, 404, 405), repository=repository,

@@ -151,3 +151,19 @@ def test_referrers_api_answers_and_absence() -> None:
     assert found is not None and [str(d.digest) for d in found] == [str(Digest.of(b"sig"))]
     assert found[0].artifact_type == "application/vnd.dev.cosign.artifact.sig.v1+json"
     assert client_for(without_api).referrers("repo", subject) is None
+
+
+def test_a_registry_without_referrers_api_is_asked_once() -> None:
+    asked: list[str] = []
+
+    def without_api(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/v2/":
+            return httpx.Response(200)
+        asked.append(req.url.path)
+        return httpx.Response(404, text="404 page not found\n")
+
+    client = client_for(without_api)
+    for n in range(3):
+        assert client.referrers(f"repo{n}", Digest.of(b"subject %d" % n)) is None
+    assert asked == [f"/v2/repo0/referrers/{Digest.of(b'subject 0')}"]
+
