@@ -443,6 +443,27 @@ class RegistryClient:
                 url = str(resp.request.url.join(url))
         return out
 
+    def tags_in_one_page(self, repository: str, page: int = 1000) -> frozenset[str] | None:
+        """Every tag of ``repository`` when the registry lists them in one answer of at most ``page``;
+        None when it pages them, refuses to list them, or answers something unreadable."""
+        try:
+            resp = self.session.request("GET", f"/v2/{repository}/tags/list?n={page}",
+                                        scopes=(repo_scope(repository, "pull"),), repository=repository,
+                                        what="list tags of")
+        except ConnectionFailed:
+            raise
+        except RegistryError:  # some registries want a permission beyond pull to list tags
+            return None
+        if 'rel="next"' in resp.headers.get("link", ""):
+            return None
+        try:
+            tags = resp.json().get("tags") or []
+        except (ValueError, AttributeError):
+            return None
+        if not isinstance(tags, list):
+            return None
+        return frozenset(str(t) for t in tags)
+
     def list_tags(self, repository: str) -> list[str]:
         try:
             return self._paged(f"/v2/{repository}/tags/list", "tags", (repo_scope(repository, "pull"),),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+
 from airgap.model.digest import Digest
-from airgap.model.manifest import REFERRER_TAG, Descriptor, Manifest, artifact_type_of, cosign_tags
+from airgap.model.manifest import REFERRER_TAG, Descriptor, Manifest, artifact_type_of, cosign_tags, fallback_tag
 from airgap.model.reference import Reference
 from airgap.registry.client import UploadSessions
 from airgap.registry.pool import Registries
@@ -13,6 +15,17 @@ from airgap.streams import BlobOpener
 class RegistrySource:
     def __init__(self, registries: Registries) -> None:
         self.registries = registries
+        self._tags: dict[tuple[str, str], frozenset[str] | None] = {}
+        self._tags_lock = threading.Lock()
+
+    def _tag_set(self, ref: Reference) -> frozenset[str] | None:
+        """The repository's tags, listed once per run where one answer holds them all (else None: ask per tag).
+        Looking up the referrers tags of each manifest by name costs four requests per manifest."""
+        key = (ref.host, ref.repository)
+        with self._tags_lock:
+            if key not in self._tags:
+                self._tags[key] = self.registries.client(ref.host).tags_in_one_page(ref.repository)
+            return self._tags[key]
 
     def get_manifest(self, ref: Reference, identifier: str) -> Manifest:
         return self.registries.client(ref.host).get_manifest(ref.repository, identifier)
@@ -24,10 +37,14 @@ class RegistrySource:
         """The referrers API, else the tag schema's index; then cosign-style tags (found with HEAD)."""
         client = self.registries.client(ref.host)
         found = client.referrers(ref.repository, digest)
+        tags = self._tag_set(ref)
         if found is None:
-            found = client.fallback_referrers(ref.repository, digest)
+            found = client.fallback_referrers(ref.repository, digest) if tags is None or fallback_tag(
+                digest) in tags else []
         out = [d for d in found if d.digest != digest]
         for tag in cosign_tags(digest):
+            if tags is not None and tag not in tags:
+                continue
             target = client.head_manifest(ref.repository, tag)
             if target is None:
                 continue

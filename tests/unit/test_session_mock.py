@@ -167,3 +167,50 @@ def test_a_registry_without_referrers_api_is_asked_once() -> None:
         assert client.referrers(f"repo{n}", Digest.of(b"subject %d" % n)) is None
     assert asked == [f"/v2/repo0/referrers/{Digest.of(b'subject 0')}"]
 
+
+class _OneClient:
+    def __init__(self, client: RegistryClient) -> None:
+        self._client = client
+
+    def client(self, host: str) -> RegistryClient:
+        return self._client
+
+
+@pytest.mark.parametrize("listing", ["one page", "paged", "refused"])
+def test_referrers_tags_are_looked_up_by_name_only_when_the_tag_list_cannot_say(listing: str) -> None:
+    from airgap.model.manifest import fallback_tag
+    from airgap.model.reference import Reference
+    from airgap.registry.endpoints import RegistrySource
+
+    subjects = [Digest.of(b"subject %d" % n) for n in range(3)]
+    sig = fallback_tag(subjects[1]) + ".sig"
+    sig_manifest = (b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
+                    b'"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"'
+                    + str(Digest.of(b"{}")).encode() + b'","size":2},"layers":[]}')
+    asked: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/v2/":
+            return httpx.Response(200)
+        asked.append(f"{req.method} {req.url.path}")
+        if req.url.path == "/v2/repo/tags/list":
+            if listing == "refused":
+                return httpx.Response(403, json={"errors": [{"code": "DENIED"}]})
+            link = {"link": '</v2/repo/tags/list?n=1&last=1.0>; rel="next"'} if listing == "paged" else {}
+            return httpx.Response(200, json={"name": "repo", "tags": ["1.0", sig]}, headers=link)
+        if req.url.path in (f"/v2/repo/manifests/{sig}", f"/v2/repo/manifests/{Digest.of(sig_manifest)}"):
+            return httpx.Response(200, content=b"" if req.method == "HEAD" else sig_manifest, headers={
+                "content-type": "application/vnd.oci.image.manifest.v1+json",
+                "docker-content-digest": str(Digest.of(sig_manifest)), "content-length": str(len(sig_manifest))})
+        return httpx.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN"}]})
+
+    source = RegistrySource(_OneClient(client_for(handler)))  # type: ignore[arg-type]
+    ref = Reference("reg.example", "repo", "1.0")
+    found = [source.referrers(ref, s) for s in subjects]
+    assert [[str(d.digest) for d in f] for f in found] == [[], [str(Digest.of(sig_manifest))], []]
+    lookups = [a for a in asked if "/manifests/sha256-" in a]
+    if listing == "one page":
+        assert asked.count("GET /v2/repo/tags/list") == 1
+        assert lookups == [f"HEAD /v2/repo/manifests/{sig}"]  # only the tag that exists
+    else:
+        assert len(lookups) == 3 * 4  # the fallback index and three cosign tags, for each subject
