@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, NoReturn
 
 from airgap.transfer.events import BytesMoved, Event, Notice, Planned
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 class ProgressBar:
@@ -21,6 +22,8 @@ class ProgressBar:
     def __call__(self, event: Event) -> None:
         if isinstance(event, Planned):
             if not self.quiet and sys.stderr.isatty():
+                from tqdm import tqdm  # loaded only for a terminal
+
                 self.bar = tqdm(total=event.total_bytes, unit="B", unit_scale=True, unit_divisor=1024,
                                 desc=self.desc, file=sys.stderr, dynamic_ncols=True)
         elif isinstance(event, BytesMoved):

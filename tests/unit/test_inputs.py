@@ -376,3 +376,16 @@ def test_parse_images_file_never_crashes_on_bytes(tmp_path: Path, data: bytes, n
         assert "\n" not in str(exc)
     else:
         assert specs
+
+
+def test_pyyaml_is_loaded_only_for_a_yaml_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "list.txt").write_text("registry.local/app:1.0\n")
+    (tmp_path / "list.yaml").write_text("images:\n  - registry.local/app:1.0\n")
+    code = ("import sys\nfrom pathlib import Path\nfrom airgap.inputs import parse_images_file\n"
+            "d = Path(sys.argv[1])\nparse_images_file(d / 'list.txt')\nassert 'yaml' not in sys.modules\n"
+            "assert parse_images_file(d / 'list.yaml')[0].ref == 'registry.local/app:1.0'\n"
+            "assert 'yaml' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
