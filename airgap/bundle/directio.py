@@ -158,12 +158,15 @@ def stage_buffer() -> mmap.mmap:
     return mmap.mmap(-1, STAGE)
 
 
-def read_range(path: Path, offset: int, length: int, *, block: int = 1024 * 1024) -> Iterator[bytes]:
+def read_range(path: Path, offset: int, length: int, *, block: int = 1024 * 1024) -> Iterator[memoryview | bytes]:
     """Bytes ``[offset, offset + length)`` of ``path`` (fewer if the file is shorter), read with ``O_DIRECT``
     in aligned blocks of ``block`` bytes where the file system allows it, else buffered.
 
     ``O_DIRECT`` has no kernel read-ahead, so the next block is read on a helper thread while the caller
-    handles this one (two buffers): the media's latency overlaps with the upload instead of adding to it."""
+    handles this one (two buffers): the media's latency overlaps with the upload instead of adding to it.
+
+    A block comes as a view of the reading buffer, not a copy: it is valid only until the caller asks for
+    the next one (then that buffer is read into again). Hash or copy it before that."""
     try:
         fd = os.open(path, os.O_RDONLY | _CLOEXEC | _DIRECT) if _DIRECT else -1
     except OSError as exc:
@@ -206,7 +209,8 @@ def read_range(path: Path, offset: int, length: int, *, block: int = 1024 * 1024
                 pending = _prefetcher().submit(read_into, 1 - which, pos + n, next_want)
             else:
                 next_want = 0
-            yield bufs[which][skip : skip + take]
+            with memoryview(bufs[which]) as whole:
+                yield whole[skip : skip + take]
             left, pos, skip, which, want = after, pos + n, 0, 1 - which, next_want
     finally:
         if pending is not None:  # the caller stopped early: let the read in flight finish before closing

@@ -194,8 +194,9 @@ class BundleReader:
         return report
 
     # -- reading ------------------------------------------------------------------------------
-    def read_range(self, offset: int, length: int, *, check: bool = True) -> Iterator[bytes]:
-        """Raw stream bytes ``[offset, offset+length)`` across chunk files."""
+    def read_range(self, offset: int, length: int, *, check: bool = True) -> Iterator[memoryview | bytes]:
+        """Raw stream bytes ``[offset, offset+length)`` across chunk files, as views valid only until the next
+        one is asked for (see :func:`directio.read_range`)."""
         size = self.manifest.chunk_size
         pos, end = offset, offset + length
         while pos < end:
@@ -218,21 +219,28 @@ class BundleReader:
             if want:
                 raise ChunkCorrupt(f"chunk {chunk.name} is shorter than the manifest says")
 
-    def _frames(self, span: Span, first: int, check: bool) -> Generator[bytes, None, None]:
-        """The compressed frames ``first..`` of ``span``, each whole (at most 2·S + 64 KiB, section 2.2)."""
+    def _frames(self, span: Span, first: int, check: bool) -> Generator[memoryview, None, None]:
+        """The compressed frames ``first..`` of ``span``, each whole (at most 2·S + 64 KiB, section 2.2).
+
+        Each is gathered, from the read blocks, into one buffer that the next frame reuses: a frame is valid
+        only until the next one is asked for (the decoder makes its own output)."""
+        if first >= len(span.frames):
+            return
         start = span.offset + sum(span.frames[:first])
         sizes = iter(span.frames[first:])
-        want, parts, have = next(sizes, 0), [], 0
-        for data in self.read_range(start, span.end - start, check=check):
-            view = memoryview(data)
-            while view and want:
-                take = min(want - have, len(view))
-                parts.append(view[:take])
-                have += take
-                view = view[take:]
-                if have == want:
-                    yield b"".join(parts)
-                    want, parts, have = next(sizes, 0), [], 0
+        frame = bytearray(max(span.frames[first:]))
+        want, have = next(sizes, 0), 0
+        with memoryview(frame) as whole:
+            for data in self.read_range(start, span.end - start, check=check):
+                view = memoryview(data)
+                while view and want:
+                    take = min(want - have, len(view))
+                    whole[have : have + take] = view[:take]
+                    have += take
+                    view = view[take:]
+                    if have == want:
+                        yield whole[:want]
+                        want, have = next(sizes, 0), 0
 
     def _decoded(self, span: Span, first: int, check: bool, what: str) -> Generator[bytes, None, None]:
         """The decompressed frames ``first..`` of ``span``, one frame at a time (memory: one segment)."""

@@ -131,7 +131,7 @@ def test_read_range_any_offset_and_length(tmp_path: Path, size: int) -> None:
     cases = [(0, size), (0, size + 10), (size, 5)] + [
         (rng.randrange(size + 1), rng.randrange(size + 2)) for _ in range(40)]
     for offset, length in cases:
-        got = b"".join(directio.read_range(path, offset, length, block=1 << 16))
+        got = b"".join(bytes(b) for b in directio.read_range(path, offset, length, block=1 << 16))  # views
         assert got == data[offset : offset + length], (offset, length)
     assert directio.sha256_file(path) == hashlib.sha256(data).hexdigest()
 
@@ -140,7 +140,7 @@ def test_read_range_any_offset_and_length(tmp_path: Path, size: int) -> None:
 def test_read_range_buffered_fallback(tmp_path: Path) -> None:
     data = random.Random(9).randbytes(100_000)
     (tmp_path / "f").write_bytes(data)
-    assert b"".join(directio.read_range(tmp_path / "f", 777, 50_000, block=4096)) == data[777:50_777]
+    assert b"".join(bytes(b) for b in directio.read_range(tmp_path / "f", 777, 50_000, block=4096)) == data[777:50_777]
 
 
 def test_read_range_stopped_early_closes_cleanly(tmp_path: Path) -> None:
@@ -152,4 +152,15 @@ def test_read_range_stopped_early_closes_cleanly(tmp_path: Path) -> None:
         it = directio.read_range(tmp_path / "f", 3, len(data), block=65536)
         assert next(it) == data[3:65536]
         it.close()  # type: ignore[attr-defined]
-    assert b"".join(directio.read_range(tmp_path / "f", 0, len(data), block=65536)) == data
+    assert b"".join(bytes(b) for b in directio.read_range(tmp_path / "f", 0, len(data), block=65536)) == data
+
+
+def test_read_range_blocks_are_views_valid_until_the_next_one(tmp_path: Path) -> None:
+    """No copy is made of a block: it is a view of the reading buffer, which a later block reuses."""
+    data = random.Random(12).randbytes(4 * 65536)
+    (tmp_path / "f").write_bytes(data)
+    kept = list(directio.read_range(tmp_path / "f", 0, len(data), block=65536))
+    if not all(isinstance(b, memoryview) for b in kept):
+        pytest.skip("this file system refuses O_DIRECT: blocks are read buffered, as bytes")
+    assert bytes(kept[-1]) == data[-65536:]
+    assert bytes(kept[0]) != data[:65536]  # its buffer was read into again (two buffers, four blocks)
