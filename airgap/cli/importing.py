@@ -12,7 +12,6 @@ import click
 from airgap import audit
 from airgap.bundle.files import BundleError
 from airgap.bundle.reader import BundleReader, read_signed_manifest
-from airgap.cli.allocator import keep_frame_buffers
 from airgap.cli.options import keychain_with, make_registries, read_password, registry_options, upload_option
 from airgap.cli.progress import ProgressBar
 from airgap.errors import AirgapError, InvalidInput
@@ -85,7 +84,6 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
 
     `host/path:tag` in the bundle becomes `REGISTRY/PREFIX/path:tag`; digests are preserved.
     """
-    keep_frame_buffers()  # fewer page faults per frame read (see the module)
     target = Target.parse(to)
     log_path = audit_log or (state_dir / "audit.jsonl" if state_dir else audit.default_audit_log())
     base = {"bundle_dir": str(directory), "target": str(target), "insecure_skip_signature": insecure_skip_signature}
