@@ -24,7 +24,7 @@ from airgap.model.manifest import (
     referrer_entry,
 )
 from airgap.registry.auth import repo_scope
-from airgap.registry.session import Session, redact
+from airgap.registry.session import Session, redact, registry_errors
 from airgap.streams import BlobOpener, take, verified
 
 log = logging.getLogger(__name__)
@@ -111,21 +111,22 @@ class RegistryClient:
         """``GET /v2/<repo>/referrers/<digest>``: the referrers' descriptors, or None when the registry has no
         referrers API (404, 405, 400, or an answer that is not an OCI index: distribution 2.8 says 404).
 
-        A registry with the API answers every existing subject with an index (empty when nothing refers to
-        it), so once it has said it has none, that holds for the rest of the run and it is not asked again."""
+        A registry with the API answers every subject of an existing repository with an index (empty when
+        nothing refers to it), so once it has said it has none, that holds for the rest of the run and it is
+        not asked again; but not when it only said that the repository is unknown (NAME_UNKNOWN)."""
         if self._no_referrers_api:
             return None
-        found = self._referrers(repository, digest)
-        if found is None:
-            self._no_referrers_api = True
-        return found
-
-    def _referrers(self, repository: str, digest: Digest) -> list[Descriptor] | None:
         resp = self.session.request(
             "GET", f"/v2/{repository}/referrers/{digest}", scopes=(repo_scope(repository, "pull"),),
             headers={"Accept": OCI_INDEX}, ok=(200, 400, 404, 405), repository=repository,
             what=f"list referrers of {digest.short} in",
         )
+        found = self._referrers(resp, repository, digest)
+        if found is None and not (resp.status_code == 404 and "NAME_UNKNOWN" in registry_errors(resp)[0]):
+            self._no_referrers_api = True
+        return found
+
+    def _referrers(self, resp: httpx.Response, repository: str, digest: Digest) -> list[Descriptor] | None:
         if resp.status_code != 200 or len(resp.content) > MAX_MANIFEST_BYTES:
             return None
         try:
@@ -418,8 +419,6 @@ class RegistryClient:
         if resp.status_code in ok:
             return resp
         if resp.status_code == 404 or resp.status_code >= 408:
-            from airgap.registry.session import registry_errors
-
             codes, text = registry_errors(resp)
             detail = " ".join(c for c in codes if c) or resp.reason_phrase
             suffix = f" ({text})" if text else ""

@@ -168,6 +168,22 @@ def test_a_registry_without_referrers_api_is_asked_once() -> None:
     assert asked == [f"/v2/repo0/referrers/{Digest.of(b'subject 0')}"]
 
 
+def test_an_unknown_repository_does_not_say_the_registry_lacks_the_referrers_api() -> None:
+    subject = Digest.of(b"subject")
+
+    def with_api(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/v2/":
+            return httpx.Response(200)
+        if req.url.path.startswith("/v2/gone/"):
+            return httpx.Response(404, json={"errors": [{"code": "NAME_UNKNOWN", "message": "unknown repository"}]})
+        return httpx.Response(200, json={"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                                         "manifests": []})
+
+    client = client_for(with_api)
+    assert client.referrers("gone", subject) is None
+    assert client.referrers("repo", subject) == []  # asked, and the API answered
+
+
 class _OneClient:
     def __init__(self, client: RegistryClient) -> None:
         self._client = client
