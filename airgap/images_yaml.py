@@ -7,8 +7,10 @@ from typing import Any
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from airgap.errors import AirgapError, InvalidInput
-from airgap.inputs import _ITEM_KEYS, _YAML_HINT, ImageSpec, _check_ref, _shorten
+from airgap.inputs import _YAML_HINT, ImageSpec, _check_ref, _shorten
 from airgap.model.platform import Platform
+
+_ITEM_KEYS = ("ref", "platforms", "platform")
 
 
 class _ItemError(Exception):

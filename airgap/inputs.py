@@ -130,7 +130,6 @@ class ImageSpec:
     platforms: tuple[str, ...] = ()
 
 
-_ITEM_KEYS = ("ref", "platforms", "platform")
 _TEXT_HINT = "write one image reference per line, e.g. registry.local/app:1.0; # starts a comment"
 _YAML_HINT = "write `images:` followed by a list of references or {ref: ..., platforms: [...]} items"
 
@@ -219,5 +218,3 @@ def _parse_text(text: str, name: str) -> list[ImageSpec]:
             raise InvalidInput(f"{name} line {number}: {exc.message}", hint=exc.hint) from None
         specs.append(ImageSpec(line))
     return specs
-
-

@@ -16,13 +16,17 @@ class RegistrySource:
     def __init__(self, registries: Registries) -> None:
         self.registries = registries
         self._tags: dict[tuple[str, str], frozenset[str] | None] = {}
-        self._tags_lock = threading.Lock()
+        self._tags_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._lock = threading.Lock()
 
     def _tag_set(self, ref: Reference) -> frozenset[str] | None:
         """The repository's tags, listed once per run where one answer holds them all (else None: ask per tag).
-        Looking up the referrers tags of each manifest by name costs four requests per manifest."""
+        Looking up the referrers tags of each manifest by name costs four requests per manifest. Planning
+        threads wait only for a listing of their own repository."""
         key = (ref.host, ref.repository)
-        with self._tags_lock:
+        with self._lock:
+            lock = self._tags_locks.setdefault(key, threading.Lock())
+        with lock:
             if key not in self._tags:
                 self._tags[key] = self.registries.client(ref.host).tags_in_one_page(ref.repository)
             return self._tags[key]
