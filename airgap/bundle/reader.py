@@ -227,8 +227,9 @@ class BundleReader:
         if first >= len(span.frames):
             return
         start = span.offset + sum(span.frames[:first])
-        sizes = iter(span.frames[first:])
-        frame = bytearray(max(span.frames[first:]))
+        rest = span.frames[first:]
+        sizes = iter(rest)
+        frame = bytearray(max(rest))
         want, have = next(sizes, 0), 0
         with memoryview(frame) as whole:
             for data in self.read_range(start, span.end - start, check=check):
