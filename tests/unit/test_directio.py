@@ -6,6 +6,7 @@ import errno
 import hashlib
 import os
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,30 @@ def test_hasher_sees_every_byte_in_order(tmp_path: Path, size: int) -> None:
     h = hashlib.sha256()
     _write(tmp_path / "f", data, random.Random(7), hasher=h)
     assert h.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+class _SlowHasher:
+    """A hasher that takes its time and copies what it is shown: if the writer refilled a staging buffer
+    while it was still being hashed, the copy (taken after the sleep) would hold the new bytes."""
+
+    def __init__(self) -> None:
+        self.h = hashlib.sha256()
+        self.calls = 0
+
+    def update(self, data: memoryview, /) -> None:
+        self.calls += 1
+        time.sleep(0.02)
+        self.h.update(bytes(data))
+
+
+def test_slow_hasher_sees_each_buffer_before_it_is_refilled(tmp_path: Path) -> None:
+    """The hash of a staged buffer runs beside its write: the writer must wait for both before reusing it."""
+    data = random.Random(3).randbytes(5 * STAGE + 99)
+    slow = _SlowHasher()
+    _write(tmp_path / "f", data, random.Random(5), hasher=slow)
+    assert slow.calls >= 5
+    assert slow.h.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert (tmp_path / "f").read_bytes() == data
 
 
 @pytest.fixture
