@@ -31,6 +31,7 @@ COMMANDS = {
     "import": "airgap.cli.importing:import_cmd",
     "inventory": "airgap.cli.inventory:inventory_cmd",
 }
+TALKS_TO_REGISTRIES = frozenset({"login", "copy", "export", "import", "inventory"})
 
 
 class LazyGroup(click.Group):
@@ -42,6 +43,10 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module, _, attr = target.partition(":")
+        if cmd_name in TALKS_TO_REGISTRIES:
+            from airgap import tls
+
+            tls.prepare()  # the trust store loads on another core while the command's modules load
         command: click.Command = getattr(importlib.import_module(module), attr)
         return command
 

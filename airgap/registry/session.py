@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from airgap import __version__
+from airgap import __version__, tls
 from airgap.errors import (
     AuthError,
     ConnectionFailed,
@@ -176,13 +176,13 @@ class Session:
     def _ssl_context(self) -> ssl.SSLContext | bool:
         if self.insecure:
             return False
-        ctx = ssl.create_default_context()
-        for ca in self.options.ca_certs:
-            ctx.load_verify_locations(cafile=str(ca))
         certs_d = self.options.certs_d / self.host
-        if certs_d.is_dir():
-            for ca in sorted(certs_d.glob("*.crt")):
-                ctx.load_verify_locations(cafile=str(ca))
+        extra = list(self.options.ca_certs) + (sorted(certs_d.glob("*.crt")) if certs_d.is_dir() else [])
+        if not extra:
+            return tls.system_context()  # shared, loaded once (see the module)
+        ctx = ssl.create_default_context()
+        for ca in extra:
+            ctx.load_verify_locations(cafile=str(ca))
         return ctx
 
     def _make_client(self) -> httpx.Client:
