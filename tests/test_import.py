@@ -186,3 +186,40 @@ def test_import_from_copied_media_dirs(bundle: Path, key: Path, registry2: Regis
     assert r.returncode == 0, r.output
     v = run_airgap("verify", str(bundle), "--pubkey", f"{key}.pub", "--media", str(disc1), "--media", str(disc2))
     assert v.returncode == 0, v.output
+
+
+@pytest.mark.parametrize("slow", [False, True])
+def test_slow_media_are_read_once_through_the_page_cache(bundle: Path, key: Path, registry2: RegistryServer,
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         demo_layout: tuple[Path, list[Any]], slow: bool) -> None:
+    """On a slow medium each chunk's check goes through the page cache and the blob reads find it there (one
+    read from the medium, not two); on a fast one both reads go around the cache. Here the medium is made
+    "slow" by a threshold above any disk; the import runs in this process to watch its reads."""
+    from click.testing import CliRunner
+
+    from airgap.bundle import directio, reader
+    from airgap.cli.main import cli
+
+    monkeypatch.setattr(directio, "SPEED_PROBE", 64 * 1024)  # the test bundle's chunks are 1 MiB
+    monkeypatch.setattr(reader, "SLOW_MEDIA", 1e18 if slow else 0)
+    reads: list[tuple[str, int, bool]] = []
+    real = directio.read_range
+
+    def spy(path: Path, offset: int, length: int, **kw: Any) -> Any:
+        if "cached" in kw:  # the blob reads (the checks call it without)
+            reads.append((path.name, length, kw["cached"]))
+        return real(path, offset, length, **kw)
+
+    monkeypatch.setattr(directio, "read_range", spy)
+    r = CliRunner().invoke(cli, ["import", str(bundle), "--to", registry2.host, "--pubkey", f"{key}.pub",
+                                 "--state-dir", str(tmp_path / "state")])
+    assert r.exit_code == 0, r.output
+    for img in demo_layout[1]:
+        assert skopeo_digest(f"{registry2.host}/{img.name}") == img.digest
+    m = BundleManifest.parse((bundle / "manifest.json").read_bytes())
+    cached = sum(n for _, n, c in reads if c)
+    if slow:  # all but what was read before its chunk's check (manifests, read first and checked by digest)
+        assert cached >= sum(b.span.length for b in m.blobs) - sum(
+            b.span.length for b in m.blobs if "manifest" in b.media_type or "index" in b.media_type)
+    else:
+        assert reads and cached == 0

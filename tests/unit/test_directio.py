@@ -156,8 +156,10 @@ def test_read_range_any_offset_and_length(tmp_path: Path, size: int) -> None:
     cases = [(0, size), (0, size + 10), (size, 5)] + [
         (rng.randrange(size + 1), rng.randrange(size + 2)) for _ in range(40)]
     for offset, length in cases:
-        got = b"".join(bytes(b) for b in directio.read_range(path, offset, length, block=1 << 16))  # views
-        assert got == data[offset : offset + length], (offset, length)
+        for cached in (False, True):
+            got = b"".join(bytes(b) for b in directio.read_range(path, offset, length, block=1 << 16,
+                                                                  cached=cached))  # views
+            assert got == data[offset : offset + length], (offset, length, cached)
     assert directio.sha256_file(path) == hashlib.sha256(data).hexdigest()
 
 
@@ -189,3 +191,58 @@ def test_read_range_blocks_are_views_valid_until_the_next_one(tmp_path: Path) ->
         pytest.skip("this file system refuses O_DIRECT: blocks are read buffered, as bytes")
     assert bytes(kept[-1]) == data[-65536:]
     assert bytes(kept[0]) != data[:65536]  # its buffer was read into again (two buffers, four blocks)
+
+
+def test_sha256_for_reread_judges_the_medium_by_its_first_bytes(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """An import's chunk check: O_DIRECT on a fast medium; on a slow one (here: any, with the threshold set
+    above what a disk gives) it goes on through the page cache after the probe, so that the blob reads find
+    the chunk there. The digest is the file's either way."""
+    monkeypatch.setattr(directio, "SPEED_PROBE", 256 * 1024)
+    data = random.Random(13).randbytes(3 * directio.HASH_BLOCK + 12345)
+    path = tmp_path / "chunk"
+    path.write_bytes(data)
+    want = hashlib.sha256(data).hexdigest()
+    modes: list[str] = []
+    real = directio._read_buffered
+
+    def spy(*args: object, **kw: object) -> object:
+        modes.append(f"buffered from {args[1]}")
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(directio, "_read_buffered", spy)
+    assert directio.sha256_for_reread(path, keep=None, slow_below=0) == (want, False)
+    assert directio.sha256_for_reread(path, keep=False, slow_below=1e18) == (want, False)
+    if directio._DIRECT:
+        assert modes == []  # a fast medium, or one known fast: O_DIRECT only
+    modes.clear()
+    assert directio.sha256_for_reread(path, keep=None, slow_below=1e18) == (want, True)
+    if directio._DIRECT:  # the probe went with O_DIRECT, the rest through the page cache
+        assert modes == [f"buffered from {directio.HASH_BLOCK}"]
+    modes.clear()
+    assert directio.sha256_for_reread(path, keep=True, slow_below=0) == (want, True)
+    assert modes == ["buffered from 0"]
+    short = tmp_path / "short"
+    short.write_bytes(data[:1000])
+    assert directio.sha256_for_reread(short, keep=None, slow_below=1e18) == (hashlib.sha256(data[:1000]).hexdigest(),
+                                                                            None)  # too short to judge
+
+
+def test_cached_reads_drop_what_they_have_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached read lets go of each block once the next is asked for: the chunk is not read again, and an
+    import must not fill the page cache with a medium's worth of chunks."""
+    data = random.Random(14).randbytes(5 * 65536 + 3)
+    (tmp_path / "f").write_bytes(data)
+    dropped: list[tuple[int, int]] = []
+    real = os.posix_fadvise
+
+    def spy(fd: int, offset: int, length: int, advice: int) -> None:
+        if advice == os.POSIX_FADV_DONTNEED:
+            dropped.append((offset, length))
+        real(fd, offset, length, advice)
+
+    monkeypatch.setattr(directio.os, "posix_fadvise", spy)
+    got = b"".join(directio.read_range(tmp_path / "f", 10, len(data), block=65536, cached=True))
+    assert got == data[10:]
+    left = len(data) - 10
+    assert dropped == [(10 + k * 65536, min(65536, left - k * 65536)) for k in range(5)]
