@@ -329,6 +329,45 @@ for line in sys.stdin:
 """
 
 
+class MediaThrottle:
+    """Reads from the disk that holds ``path``, throttled to ``bps`` bytes/s for the processes put in a cgroup
+    (v1 ``blkio.throttle.read_bps_device``, or v2 ``io.max``): removable media (a USB stick, a DVD) on the
+    bench machine. Writes are not throttled. Needs root and a cgroup hierarchy with the controller."""
+
+    NAME = "airgap-bench-media"
+
+    def __init__(self, path: Path, bps: int) -> None:
+        st = os.stat(path)
+        node = Path(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}")
+        if (node / "partition").exists():  # throttles apply to the whole disk
+            node = node.resolve().parent
+        dev = (node / "dev").read_text().strip()
+        v1, v2 = Path("/sys/fs/cgroup/blkio"), Path("/sys/fs/cgroup")
+        if (v1 / "tasks").exists():
+            self.group, self.root = v1 / self.NAME, v1
+            self.group.mkdir(exist_ok=True)
+            (self.group / "blkio.throttle.read_bps_device").write_text(f"{dev} {bps}\n")
+            self.procs = "tasks"
+        elif "io" in (v2 / "cgroup.controllers").read_text().split():
+            self.group, self.root = v2 / self.NAME, v2
+            self.group.mkdir(exist_ok=True)
+            (self.group / "io.max").write_text(f"{dev} rbps={bps}\n")
+            self.procs = "cgroup.procs"
+        else:
+            raise OSError("no cgroup controller for block I/O (blkio or io)")
+        self.dev = dev
+
+    def enter(self, pid: int) -> None:
+        (self.group / self.procs).write_text(str(pid))
+
+    def leave(self, pid: int) -> None:
+        (self.root / self.procs).write_text(str(pid))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.group.rmdir()
+
+
 class Launcher:
     """Runs one command at a time through the launcher process; wall time and ``os.wait4`` rusage."""
 
@@ -584,6 +623,7 @@ class Config:
     timeout: float
     quick: bool
     warm_imports: bool = False  # --warm-imports: leave the import inputs in the page cache
+    media_mibps: int = 0  # --media-mibps N: also import once from "media" whose reads are throttled to N MiB/s
 
 
 @dataclass
@@ -663,6 +703,48 @@ class Bench:
         size = sum(p.stat().st_size for d in (layout, dirs) for p in d.rglob("*") if p.is_file())
         total = _sum_runs(runs)
         return {**total, **watch.result(total["cpu_s"]), "output_bytes": size}
+
+    def slow_media_imports(self, images: ImageSet, bundle: Path, layout: Path, dirs: Path, state: Path,
+                           order: list[str], result: dict[str, Any]) -> None:
+        """Each tool imports once more, into a fresh registry, reading its input (bundle or OCI layout) from the
+        disk throttled to ``--media-mibps`` (the launcher, and so the tool, in a throttled cgroup)."""
+        bps = self.cfg.media_mibps * MiB
+        try:
+            throttle = MediaThrottle(bundle, bps)
+        except OSError as exc:
+            result["slow_media"] = {"skipped": str(exc)}
+            print(f"    slow-media imports skipped: {exc}")
+            return
+        result["slow_media"] = {"mibps": self.cfg.media_mibps, "device": throttle.dev}
+        shutil.rmtree(state, ignore_errors=True)
+        try:
+            for tool in order:
+                step(f"round {len(self.rounds)}: {tool} import from media read at {self.cfg.media_mibps} MiB/s")
+                dst = self.registry()
+                cold = self.cold()
+                throttle.enter(self.launcher.proc.pid)
+                try:
+                    if tool == "airgap":
+                        m = self.airgap("import", str(bundle), "--to", dst.host, "--pubkey", f"{self.key}.pub",
+                                        "--state-dir", str(state), log="slow-media-airgap-import.log")
+                        out = {"seconds": m.seconds, "maxrss_kib": m.maxrss_kib, "cpu_s": m.cpu_seconds}
+                    else:
+                        runs = [self.skopeo(self.skopeo_dest(img, layout, dirs), f"docker://{dst.ref(img.name)}",
+                                            log="slow-media-skopeo-import.log", tls="--dest-tls-verify=false")
+                                for img in images.images]
+                        out = _sum_runs(runs)
+                finally:
+                    throttle.leave(self.launcher.proc.pid)
+                out["cold_cache"] = cold
+                problems = check_digests(dst, images.images)
+                out["digests_ok"] = not problems
+                self.drop_registry(dst)
+                if problems:
+                    raise RunFailed(f"{tool} import from slow media left wrong content: " + "; ".join(problems))
+                result["slow_media"][tool] = out
+                show(out)
+        finally:
+            throttle.close()
 
     def even_start(self, src: RegistryServer) -> None:
         """Before an export: the same start for both tools, whichever goes first in its round. What the step
@@ -766,6 +848,8 @@ class Bench:
                     show(result["airgap_noop"])
             finally:
                 self.drop_registry(dst)
+        if self.cfg.media_mibps and r == self.cfg.rounds:
+            self.slow_media_imports(images, bundle, layout, dirs, state, order, result)
         shutil.rmtree(rd, ignore_errors=True)
         step(f"round {r}: the machine's limits")
         lim = self.measure_limits(images, src)
@@ -846,6 +930,11 @@ def summarize(bench: Bench, images: ImageSet) -> dict[str, Any]:
                              "pass": a["max"] <= TARGETS["rss_mib"]}
     lims = {k: spread([lim[k] for lim in bench.limits]) for k in bench.limits[0]} if bench.limits else {}
     s["limits"] = lims
+    slow = next((r["slow_media"] for r in bench.rounds if "airgap" in r.get("slow_media", {})
+                 and "skopeo" in r.get("slow_media", {})), None)
+    if slow is not None:
+        a, k = slow["airgap"]["seconds"], slow["skopeo"]["seconds"]
+        s["slow_media_import"] = {"mibps": slow["mibps"], "airgap_s": a, "skopeo_s": k, "ratio": a / k}
     return s
 
 
@@ -890,6 +979,10 @@ def print_table(s: dict[str, Any], images: ImageSet, cfg: Config) -> None:
           "both tools, after a sync)")
     print("imports read their input " + ("from the page cache (--warm-imports)" if cfg.warm_imports else
           "from the disk (page cache dropped before each import, both tools)"))
+    if "slow_media_import" in s:
+        sm = s["slow_media_import"]
+        print(f"import from media read at {sm['mibps']} MiB/s (once, last round): airgap {sm['airgap_s']:.2f} s, "
+              f"skopeo {sm['skopeo_s']:.2f} s, ratio {sm['ratio']:.2f}")
     print(f"no-op import: said 'nothing to do': {n['said_nothing_to_do']}; only HEAD requests (+ /v2/ ping): "
           f"{n['only_head']}; requests {n['requests']}")
 
@@ -985,7 +1078,12 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument("--warm-imports", action="store_true",
                         help="leave the import inputs in the page cache (default: drop it before each import, so "
                              "that both tools read their input from the disk, as from removable media)")
+    parser.add_argument("--media-mibps", type=int, default=0, metavar="N",
+                        help="also import once (last round, both tools) with the input's reads throttled to N MiB/s, "
+                             "as from a USB stick or a DVD (needs root and the blkio or io cgroup controller)")
     args = parser.parse_args(argv)
+    if args.media_mibps < 0:
+        parser.error("--media-mibps must be >= 0")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     div = QUICK_FACTOR if args.quick else 1
@@ -994,7 +1092,7 @@ def parse_args(argv: list[str] | None) -> Config:
         parser.error("--large-size must be >= 0")
     return Config(work=args.work, rounds=args.rounds, large=large, text=TEXT_SIZE // div, gzip=GZIP_SIZE // div,
                   chunk_size=QUICK_CHUNK_SIZE if args.quick else CHUNK_SIZE, limit_scale=div, timeout=args.timeout,
-                  quick=args.quick, warm_imports=args.warm_imports)
+                  quick=args.quick, warm_imports=args.warm_imports, media_mibps=args.media_mibps)
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

@@ -200,7 +200,8 @@ def test_slow_media_are_read_once_through_the_page_cache(bundle: Path, key: Path
     from airgap.bundle import directio, reader
     from airgap.cli.main import cli
 
-    monkeypatch.setattr(directio, "SPEED_PROBE", 64 * 1024)  # the test bundle's chunks are 1 MiB
+    monkeypatch.setattr(directio, "HASH_BLOCK", 128 * 1024)  # the test bundle's chunks are 1 MiB
+    monkeypatch.setattr(directio, "SPEED_PROBE", 128 * 1024)
     monkeypatch.setattr(reader, "SLOW_MEDIA", 1e18 if slow else 0)
     reads: list[tuple[str, int, bool]] = []
     real = directio.read_range
