@@ -14,7 +14,7 @@ With ``O_DIRECT`` both reads come from the medium, which on a slow one (a USB st
 time the import waits for it. :func:`sha256_for_reread` therefore times the start of that first read, and
 on a slow medium goes on through the page cache, so that the second read (:func:`read_range` with
 ``cached=True``) finds the chunk there and lets go of it block by block behind itself. Measured with the
-import's reads throttled to 100 MiB/s (a cgroup): 17.6 s with two reads from the medium, 10.8 s with one
+import's reads throttled to 100 MiB/s (a cgroup): 17.6 s with two reads from the medium, 11.0 s with one
 (skopeo 12.0 s).
 """
 
