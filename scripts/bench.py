@@ -731,30 +731,24 @@ class Bench:
             return
         result["slow_media"] = {"mibps": self.cfg.media_mibps, "device": throttle.dev}
         shutil.rmtree(state, ignore_errors=True)
+        r, pid = len(self.rounds), self.launcher.proc.pid
         try:
             for tool in order:
-                step(f"round {len(self.rounds)}: {tool} import from media read at {self.cfg.media_mibps} MiB/s")
+                step(f"round {r}: {tool} import from media read at {self.cfg.media_mibps} MiB/s")
                 dst = self.registry()
-                cold = self.cold()
-                throttle.enter(self.launcher.proc.pid)
                 try:
-                    if tool == "airgap":
-                        m = self.airgap("import", str(bundle), "--to", dst.host, "--pubkey", f"{self.key}.pub",
-                                        "--state-dir", str(state), log="slow-media-airgap-import.log")
-                        out = {"seconds": m.seconds, "maxrss_kib": m.maxrss_kib, "cpu_s": m.cpu_seconds}
-                    else:
-                        runs = [self.skopeo(self.skopeo_dest(img, layout, dirs), f"docker://{dst.ref(img.name)}",
-                                            log="slow-media-skopeo-import.log", tls="--dest-tls-verify=false")
-                                for img in images.images]
-                        out = _sum_runs(runs)
+                    throttle.enter(pid)
+                    try:
+                        out = (self.import_airgap(bundle, dst, state, r, noop=False) if tool == "airgap" else
+                               self.import_skopeo(images.images, layout, dirs, dst, r))
+                    finally:
+                        throttle.leave(pid)
+                    problems = check_digests(dst, images.images)
+                    out["digests_ok"] = not problems
+                    if problems:
+                        raise RunFailed(f"{tool} import from slow media left wrong content: " + "; ".join(problems))
                 finally:
-                    throttle.leave(self.launcher.proc.pid)
-                out["cold_cache"] = cold
-                problems = check_digests(dst, images.images)
-                out["digests_ok"] = not problems
-                self.drop_registry(dst)
-                if problems:
-                    raise RunFailed(f"{tool} import from slow media left wrong content: " + "; ".join(problems))
+                    self.drop_registry(dst)
                 result["slow_media"][tool] = out
                 show(out)
         finally:
