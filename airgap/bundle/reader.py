@@ -93,7 +93,7 @@ class BundleReader:
         # verify_chunks: each chunk is checked whole, then read again for its blobs. On a slow medium the
         # check goes through the page cache and the blob reads find it there (see directio).
         self._slow: dict[Path, bool] = {}  # medium (directory) -> slow, decided by the first check on it
-        self._cached: set[int] = set()  # chunks that passed their check through the page cache
+        self._cached: set[str] = set()  # names of the chunks that passed their check through the page cache
         self._paths: dict[str, Path | None] = {}
         self._checked: dict[int, ChunkProblem | None] = {}
         self._locks: dict[int, threading.Lock] = {}
@@ -187,7 +187,7 @@ class BundleReader:
                 if verdict is not None:
                     self._slow.setdefault(p.parent, verdict)
                 if verdict and digest == chunk.sha256:
-                    self._cached.add(self.manifest.chunks.index(chunk))
+                    self._cached.add(chunk.name)
         if digest != chunk.sha256:
             return ChunkProblem(chunk, "corrupt", "sha256 differs")
         return None
@@ -233,7 +233,7 @@ class BundleReader:
             if p is None:
                 raise ChunkMissing(f"chunk {chunk.name} is missing from {', '.join(map(str, self.dirs))}")
             want = min(end - pos, chunk.size - off)
-            for data in directio.read_range(p, off, want, block=READ, cached=idx in self._cached):
+            for data in directio.read_range(p, off, want, block=READ, cached=chunk.name in self._cached):
                 want -= len(data)
                 pos += len(data)
                 yield data
