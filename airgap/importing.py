@@ -345,14 +345,14 @@ def _still_there(registries: Registries, manifest: BundleManifest, mapped: list[
         host, repo, ident, expected = check
         client = registries.client(host)
         if ident.startswith("blob:"):
-            return client.has_blob(repo, Digest.parse(ident[5:]))
+            return client.has_blob(repo, Digest.parse(ident[5:]), mend=True)
         if ident.startswith("referrer:"):  # listed by the referrers API, else by the fallback tag index
             subject = Digest.parse(ident.removeprefix("referrer:"))
             listed = client.referrers(repo, subject)
             if listed is None:
                 listed = client.fallback_referrers(repo, subject)
             return any(d.digest == expected for d in listed)
-        return client.head_manifest(repo, ident) == expected
+        return client.head_manifest(repo, ident, mend=True) == expected
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         return all(pool.map(ok, checks))

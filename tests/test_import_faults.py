@@ -841,6 +841,47 @@ def test_rerun_after_success_is_a_checked_no_op(bundle: Bundle, registry: Regist
     assert writes(proxy.requests)
 
 
+@pytest.mark.parametrize("state", ["same-state", "fresh-state"])
+def test_links_a_registry_crash_left_empty_are_mended(state: str, bundle: Bundle, registry: RegistryServer,
+                                                      fault_proxy_factory: FaultProxyFactory, run_airgap: RunAirgap,
+                                                      tmp_path: Path) -> None:
+    """distribution stopped while writing a repository's link file leaves it empty, and then answers 500 for
+    good to HEAD and GET of that blob or manifest (seen once in test_battery_faults.py's registry restart).
+    The rerun pushes such content again, which rewrites the link: with the same state dir (the journal says
+    "done", the check after it finds the 500s) and with a fresh one (the checks before each push)."""
+    proxy = fault_proxy_factory(registry.host)
+    args = import_args(bundle, proxy.host, tmp_path / "state")
+    assert_complete(registry, bundle, run=run_airgap(*args))
+
+    repos = registry.storage / "docker" / "registry" / "v2" / "repositories"
+    base_a = bundle.image("demo/base-a:1.0").digest
+    links = {  # what a HEAD asks for -> the link file that answers it
+        f"/v2/demo/large/blobs/{bundle.big_layer}":
+            repos / "demo/large/_layers/sha256" / bundle.big_layer.removeprefix("sha256:") / "link",
+        f"/v2/demo/base-a/manifests/{base_a}": repos / "demo/base-a/_manifests/revisions/sha256" / base_a.hex / "link",
+        "/v2/demo/multi/manifests/1.0": repos / "demo/multi/_manifests/tags/1.0/current/link",
+    }
+    accept = {"Accept": "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"}
+    with registry.client(headers=accept) as client:
+        for url, link in links.items():
+            link.write_bytes(b"")
+            assert client.head(url).status_code == 500, url  # how distribution answers for such a link
+
+        proxy.reset_counters()
+        if state == "fresh-state":
+            args = import_args(bundle, proxy.host, tmp_path / "state2")
+        r = run_airgap(*args, "--retries", "3")
+        assert "nothing to do" not in r.stdout, r.output
+        assert_complete(registry, bundle, run=r)
+        for url, link in links.items():
+            assert client.head(url).status_code == 200, url
+            assert link.read_bytes().startswith(b"sha256:"), link
+    pushed = writes(proxy.requests)
+    assert any(x.startswith("PUT /v2/demo/large/blobs/uploads/") for x in pushed), pushed
+    assert any(x.startswith(f"PUT /v2/demo/base-a/manifests/{base_a}") for x in pushed), pushed
+    assert any(x.startswith("PUT /v2/demo/multi/manifests/1.0") for x in pushed), pushed
+
+
 def test_torn_journal_line_hides_nothing_after_it(bundle: Bundle, registry: RegistryServer, run_airgap: RunAirgap,
                                                   tmp_path: Path) -> None:
     """A crash (power loss) in the middle of a journal write leaves a torn line: the next runs still work, and

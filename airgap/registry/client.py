@@ -29,6 +29,12 @@ from airgap.streams import BlobOpener, take, verified
 
 log = logging.getLogger(__name__)
 
+# What a check before a push takes for "absent", so that the push goes ahead: distribution answers 500 for
+# good when it was stopped while writing a repository's link to a blob or manifest (the file is left empty),
+# and only a push of the same content writes the link again. Pushing content that is in fact there does no
+# harm; a registry that is failing for another reason fails the push too, which says so.
+MENDED_BY_A_PUSH = (500,)
+
 
 @dataclass(frozen=True)
 class UploadPolicy:
@@ -74,13 +80,18 @@ class RegistryClient:
             raise DigestMismatch(f"{where}: content has digest {manifest.digest} but the registry says {header}")
         return manifest
 
-    def head_manifest(self, repository: str, identifier: str) -> Digest | None:
-        """The digest a tag or digest points at, or None when it does not exist."""
+    def head_manifest(self, repository: str, identifier: str, *, mend: bool = False) -> Digest | None:
+        """The digest a tag or digest points at, or None when it does not exist. With ``mend`` (before a
+        push), an answer of 500 counts as "does not exist" and is not retried: see :data:`MENDED_BY_A_PUSH`."""
         resp = self.session.request(
             "HEAD", f"/v2/{repository}/manifests/{identifier}", scopes=(repo_scope(repository, "pull"),),
-            headers={"Accept": ACCEPT}, ok=(200, 404), repository=repository, what="check manifest in",
+            headers={"Accept": ACCEPT}, ok=(200, 404, *MENDED_BY_A_PUSH) if mend else (200, 404),
+            final=MENDED_BY_A_PUSH if mend else (), repository=repository, what="check manifest in",
         )
-        if resp.status_code == 404:
+        if resp.status_code in MENDED_BY_A_PUSH:
+            log.debug("%s/%s: the check of manifest %s answered %d; pushing it again", self.host, repository,
+                      identifier, resp.status_code)
+        if resp.status_code != 200:
             return None
         header = resp.headers.get("docker-content-digest")
         if header:
@@ -192,11 +203,17 @@ class RegistryClient:
                             hint="another tool is rewriting it at the same time; run the import again")
 
     # -- blobs --------------------------------------------------------------------------------
-    def has_blob(self, repository: str, digest: Digest) -> bool:
+    def has_blob(self, repository: str, digest: Digest, *, mend: bool = False) -> bool:
+        """Whether ``repository`` holds the blob. With ``mend`` (before a push), an answer of 500 counts as
+        "not held" and is not retried: see :data:`MENDED_BY_A_PUSH`."""
         resp = self.session.request(
             "HEAD", f"/v2/{repository}/blobs/{digest}", scopes=(repo_scope(repository, "pull"),),
-            ok=(200, 404), repository=repository, what="check blob in",
+            ok=(200, 404, *MENDED_BY_A_PUSH) if mend else (200, 404), final=MENDED_BY_A_PUSH if mend else (),
+            repository=repository, what="check blob in",
         )
+        if resp.status_code in MENDED_BY_A_PUSH:
+            log.debug("%s/%s: the check of blob %s answered %d; pushing it again", self.host, repository,
+                      digest.short, resp.status_code)
         return resp.status_code == 200
 
     def open_blob(self, repository: str, desc: Descriptor, offset: int = 0) -> Iterator[bytes]:
@@ -313,7 +330,7 @@ class RegistryClient:
         With ``sessions``, an upload session left by an earlier, interrupted process is continued from the
         registry's offset, and every accepted chunk is recorded there.
         """
-        if self.has_blob(repository, desc.digest):
+        if self.has_blob(repository, desc.digest, mend=True):
             if sessions is not None:
                 sessions.drop(repository, str(desc.digest))
             return "skipped"
@@ -367,7 +384,7 @@ class RegistryClient:
                         f"{self.host}/{repository}: upload of blob {desc.digest.short} failed after {failures} "
                         f"tries ({why})", registry=self.host, repository=repository, retryable=True) from exc
                 time.sleep(self.session.options.retry.delay(failures))
-                if self.has_blob(repository, desc.digest):
+                if self.has_blob(repository, desc.digest, mend=True):
                     return  # the registry stored it, only its answer was lost
                 held = self.upload_offset(repository, location)
                 if held is None or held == 0 or held > desc.size:

@@ -69,7 +69,8 @@ class RegistrySink:
                                                              mount_from=mount_from, sessions=self.sessions)
 
     def has_manifest(self, target: Reference, digest: Digest) -> bool:
-        return self.registries.client(target.host).head_manifest(target.repository, str(digest)) == digest
+        return self.registries.client(target.host).head_manifest(target.repository, str(digest),
+                                                                    mend=True) == digest
 
     def push_manifest(self, target: Reference, manifest: Manifest, tag: str | None) -> None:
         self.registries.client(target.host).put_manifest(target.repository, manifest, tag)

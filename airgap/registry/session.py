@@ -342,8 +342,10 @@ class Session:
         repository: str = "",
         what: str = "",
         retry: bool | None = None,
+        final: Iterable[int] = (),
     ) -> httpx.Response:
-        """Send a request with auth, retries and redirects; raise a mapped error unless the status is ok."""
+        """Send a request with auth, retries and redirects; raise a mapped error unless the status is ok.
+        A status in ``final`` is answered at once, not retried (the caller knows what to do with it)."""
         target = str(path_or_url)
         url = target if "://" in target else self.url(target)
         replayable = content is None or isinstance(content, bytes)
@@ -354,13 +356,13 @@ class Session:
             return self._send_authed(method, url, base_headers, content, scopes, stream, replayable)
 
         resp = self._retrying(once, method, url, what=what, repository=repository,
-                              tries=None if do_retry else 1)
+                              tries=None if do_retry else 1, final=frozenset(final))
         if resp.status_code not in set(ok):
             raise self.error(resp, what=what, repository=repository)
         return resp
 
     def _retrying(self, send: Any, method: str, url: str, *, what: str, repository: str = "",
-                  tries: int | None = None) -> httpx.Response:
+                  tries: int | None = None, final: frozenset[int] = frozenset()) -> httpx.Response:
         policy = self.options.retry
         limit = tries or policy.tries
         attempt = 0
@@ -384,7 +386,7 @@ class Session:
                           attempt, limit - 1, delay)
                 time.sleep(delay)
                 continue
-            if resp.status_code in RETRY_STATUSES and attempt < limit:
+            if resp.status_code in RETRY_STATUSES and resp.status_code not in final and attempt < limit:
                 delay = policy.delay(attempt, _retry_after(resp))
                 log.debug("%s %s: %d, retry %d/%d in %.1fs", method, redact(url), resp.status_code,
                           attempt, limit - 1, delay)
