@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from airgap.errors import AuthError, ConnectionFailed, DigestMismatch
+from airgap.errors import AuthError, ConnectionFailed, DigestMismatch, RegistryError
 from airgap.model.digest import Digest
 from airgap.model.manifest import Descriptor
 from airgap.registry import Credential, Keychain, RegistryClient, RegistryOptions, RetryPolicy, Session
@@ -230,3 +230,31 @@ def test_referrers_tags_are_looked_up_by_name_only_when_the_tag_list_cannot_say(
         assert lookups == [f"HEAD /v2/repo/manifests/{sig}"]  # only the tag that exists
     else:
         assert len(lookups) == 3 * 4  # the fallback index and three cosign tags, for each subject
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_a_check_before_a_push_takes_500_for_absent_at_once(status: int) -> None:
+    """distribution answers 500 for good for a link file a crash left empty: the check before a push takes it
+    for "absent" (the push then writes the link again) without retrying; 502 and 503 (a proxy, a restart) are
+    retried as always, and the plain check retries 500 too."""
+    seen: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/v2/":
+            return httpx.Response(200)
+        seen.append(req.method)
+        return httpx.Response(status)
+
+    client = client_for(handler)
+    if status == 500:
+        assert client.has_blob("repo", DESC.digest, mend=True) is False
+        assert client.head_manifest("repo", str(DESC.digest), mend=True) is None
+        assert seen == ["HEAD", "HEAD"]
+    else:
+        with pytest.raises(RegistryError, match=f"{status}"):
+            client.has_blob("repo", DESC.digest, mend=True)
+        assert seen == ["HEAD"] * 3
+    seen.clear()
+    with pytest.raises(RegistryError, match=f"{status}"):
+        client.has_blob("repo", DESC.digest)
+    assert seen == ["HEAD"] * 3
