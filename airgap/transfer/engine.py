@@ -142,14 +142,18 @@ def transfer(source: Source, sink: Sink, requests: list[ImageRequest], *, jobs: 
     healthy = [i for i in images if id(i) not in failures]
     for n, exc in _run_all(jobs, [lambda i=i: push_manifests(i) for i in healthy], keep_going):
         failures.setdefault(id(healthy[n]), exc)
+    # every image is whole in the target before any tag moves to it; then the tags go in parallel too (a
+    # registry restored from a bundle has thousands, each a round trip)
+    tagged = [i for i in images if id(i) not in failures and i.request.target.tag]
+    for n, exc in _run_all(jobs, [lambda i=i: sink.push_manifest(_target_ref(i), i.root, i.request.target.tag)
+                                  for i in tagged], keep_going):
+        failures.setdefault(id(tagged[n]), exc)
     for image in images:
         if id(image) in failures:
             result.failed.append(FailedImage(str(image.request.source), str(image.request.target),
                                              failures[id(image)]))
             continue
         target = image.request.target
-        if target.tag:
-            sink.push_manifest(_target_ref(image), image.root, target.tag)
         shown = target.with_digest(image.root.digest)
         result.images.append(MovedImage(str(image.request.source), str(shown), str(image.root.digest),
                                         image.root.media_type, tuple(str(p) for p in image.platforms)))

@@ -1,0 +1,99 @@
+"""The transfer engine moves tags only once every image is whole in the target, and moves them in parallel."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from airgap.model.digest import Digest
+from airgap.model.manifest import Descriptor, Manifest
+from airgap.model.reference import Reference
+from airgap.streams import BlobOpener
+from airgap.transfer.engine import transfer
+from airgap.transfer.plan import ImageRequest
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+CONFIG = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+
+
+def image_manifest(n: int) -> bytes:
+    layer = f"layer {n}".encode()
+    return json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": str(Digest.of(CONFIG)),
+                   "size": len(CONFIG)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": str(Digest.of(layer)),
+                    "size": len(layer)}],
+    }).encode()
+
+
+class MemorySource:
+    def __init__(self, count: int) -> None:
+        self.manifests = {f"t{n}": image_manifest(n) for n in range(count)}
+        self.blobs = {Digest.of(CONFIG): CONFIG} | {Digest.of(f"layer {n}".encode()): f"layer {n}".encode()
+                                                    for n in range(count)}
+
+    def get_manifest(self, ref: Reference, identifier: str) -> Manifest:
+        data = self.manifests[identifier] if identifier in self.manifests else next(
+            m for m in self.manifests.values() if str(Digest.of(m)) == identifier)
+        return Manifest.parse(data, OCI_MANIFEST)
+
+    def blob_opener(self, ref: Reference, desc: Descriptor) -> BlobOpener:
+        @contextmanager
+        def opener(offset: int) -> Iterator[Iterator[bytes]]:
+            yield iter([self.blobs[desc.digest][offset:]])
+        return opener
+
+
+class TagBarrierSink:
+    """Records what is pushed; a tag push waits until ``parties`` tag pushes are in flight together."""
+
+    def __init__(self, parties: int, images: int) -> None:
+        self.images = images
+        self.lock = threading.Lock()
+        self.blobs: set[tuple[str, Digest]] = set()
+        self.manifests: set[tuple[str, Digest]] = set()
+        self.tags: dict[str, Digest] = {}
+        self.whole_when_tagged: list[bool] = []
+        self.barrier = threading.Barrier(parties, timeout=5)
+
+    def push_blob(self, target: Reference, desc: Descriptor, opener: BlobOpener, mount_from: tuple[str, ...]) -> str:
+        with opener(0) as chunks:
+            assert b"".join(chunks)
+        with self.lock:
+            self.blobs.add((target.repository, desc.digest))
+        return "uploaded"
+
+    def has_manifest(self, target: Reference, digest: Digest) -> bool:
+        with self.lock:
+            return (target.repository, digest) in self.manifests
+
+    def push_manifest(self, target: Reference, manifest: Manifest, tag: str | None) -> None:
+        if tag is None:
+            with self.lock:
+                self.manifests.add((target.repository, manifest.digest))
+            return
+        with self.lock:  # every image, not only this one, is whole before the first tag moves
+            self.whole_when_tagged.append(len(self.manifests) == self.images)
+        self.barrier.wait()  # a tag pushed alone waits here until the timeout: BrokenBarrierError
+        with self.lock:
+            self.tags[f"{target.repository}:{tag}"] = manifest.digest
+
+
+@pytest.mark.parametrize("jobs", [2, 4])
+def test_tags_move_in_parallel_once_every_image_is_whole(jobs: int) -> None:
+    count = 8
+    source = MemorySource(count)
+    sink = TagBarrierSink(parties=jobs, images=count)
+    requests = [ImageRequest(Reference.parse(f"src.example/app:t{n}"), Reference.parse(f"dst.example/app:t{n}"))
+                for n in range(count)]
+    result = transfer(source, sink, requests, jobs=jobs)
+    assert not result.failed
+    assert sink.tags == {f"app:t{n}": Digest.of(image_manifest(n)) for n in range(count)}
+    assert all(sink.whole_when_tagged) and len(sink.whole_when_tagged) == count
+    assert [i.target for i in result.images] == [f"dst.example/app:t{n}@{Digest.of(image_manifest(n))}"
+                                                  for n in range(count)]
