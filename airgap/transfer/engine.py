@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
-from airgap.model.manifest import Descriptor
+from airgap.model.digest import Digest
+from airgap.model.manifest import Descriptor, Manifest
 from airgap.model.reference import Reference
 from airgap.streams import BlobOpener
 from airgap.transfer.endpoints import Sink, Source
@@ -133,21 +135,46 @@ def transfer(source: Source, sink: Sink, requests: list[ImageRequest], *, jobs: 
         for image, _ in ordered[n]:
             failures.setdefault(id(image), exc)
 
-    def push_manifests(image: PlannedImage) -> None:
-        target = _target_ref(image)
-        for manifest in image.manifests:
-            if not sink.has_manifest(target, manifest.digest):
-                sink.push_manifest(target, manifest, None)
+    # Manifests, then tags, in waves by height (an image manifest is 0, an index one more than its highest
+    # child), each (repository, digest) once a wave, on ``jobs`` threads. distribution writes a manifest's
+    # link files in place: a PUT that references a manifest (an index) must not overlap a PUT that writes
+    # that manifest again (by digest, or under a tag), or it can read an empty link and refuse the index.
+    # Within a wave no manifest refers to another of the same wave.
+    heights: dict[Digest, int] = {}
+    for image in images:
+        for m in image.manifests:
+            heights.setdefault(m.digest, 1 + max((heights.get(c.digest, 0) for c in m.manifests), default=-1))
 
-    healthy = [i for i in images if id(i) not in failures]
-    for n, exc in _run_all(jobs, [lambda i=i: push_manifests(i) for i in healthy], keep_going):
-        failures.setdefault(id(healthy[n]), exc)
-    # every image is whole in the target before any tag moves to it; then the tags go in parallel too (a
-    # registry restored from a bundle has thousands, each a round trip)
-    tagged = [i for i in images if id(i) not in failures and i.request.target.tag]
-    for n, exc in _run_all(jobs, [lambda i=i: sink.push_manifest(_target_ref(i), i.root, i.request.target.tag)
-                                  for i in tagged], keep_going):
-        failures.setdefault(id(tagged[n]), exc)
+    def in_waves(work: _Work) -> None:
+        """Run each piece of ``work`` (keyed by target repository and manifest digest) in the wave of its height; a
+        failure fails every image the piece was for, and nothing more is done for those images."""
+        for height in sorted({heights[d] for _, d in work}):
+            keys = [k for k in work if heights[k[1]] == height and any(id(i) not in failures for i in work[k][1])]
+            for n, exc in _run_all(jobs, [work[k][0] for k in keys], keep_going):
+                for image in work[keys[n]][1]:
+                    failures.setdefault(id(image), exc)
+
+    by_digest: _Work = {}
+    for image in images:
+        if id(image) in failures:
+            continue
+        target = _target_ref(image)
+        for m in image.manifests:
+            key = (str(target), m.digest)
+            if key not in by_digest:
+                by_digest[key] = (partial(_push_by_digest, sink, target, m), [])
+            by_digest[key][1].append(image)
+    in_waves(by_digest)
+    tags: _Work = {}
+    for image in images:  # every image is whole in the target before any tag moves
+        if id(image) in failures or not image.request.target.tag:
+            continue
+        key = (str(_target_ref(image)), image.root.digest)
+        if key not in tags:  # the tags of one manifest go one after another: each PUT writes its links again
+            same: list[PlannedImage] = []
+            tags[key] = (partial(_push_tags, sink, same), same)
+        tags[key][1].append(image)
+    in_waves(tags)
     for image in images:
         if id(image) in failures:
             result.failed.append(FailedImage(str(image.request.source), str(image.request.target),
@@ -159,6 +186,20 @@ def transfer(source: Source, sink: Sink, requests: list[ImageRequest], *, jobs: 
                                         image.root.media_type, tuple(str(p) for p in image.platforms)))
         progress(ImageDone(str(image.request.source), str(shown), str(image.root.digest)))
     return result
+
+
+# pieces of work keyed by (target repository, manifest digest): what to run, and the images it is for
+_Work = dict[tuple[str, Digest], tuple[Callable[[], None], list[PlannedImage]]]
+
+
+def _push_by_digest(sink: Sink, target: Reference, manifest: Manifest) -> None:
+    if not sink.has_manifest(target, manifest.digest):
+        sink.push_manifest(target, manifest, None)
+
+
+def _push_tags(sink: Sink, images: list[PlannedImage]) -> None:
+    for image in images:
+        sink.push_manifest(_target_ref(image), image.root, image.request.target.tag)
 
 
 def _run_all(jobs: int, tasks: list[object], keep_going: bool = False, *, heavy: frozenset[int] = frozenset(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,6 +18,7 @@ from airgap.transfer.engine import transfer
 from airgap.transfer.plan import ImageRequest
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 CONFIG = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
 
 
@@ -34,13 +36,14 @@ def image_manifest(n: int) -> bytes:
 class MemorySource:
     def __init__(self, count: int) -> None:
         self.manifests = {f"t{n}": image_manifest(n) for n in range(count)}
+        self.media_types: dict[str, str] = {}
         self.blobs = {Digest.of(CONFIG): CONFIG} | {Digest.of(f"layer {n}".encode()): f"layer {n}".encode()
                                                     for n in range(count)}
 
     def get_manifest(self, ref: Reference, identifier: str) -> Manifest:
-        data = self.manifests[identifier] if identifier in self.manifests else next(
-            m for m in self.manifests.values() if str(Digest.of(m)) == identifier)
-        return Manifest.parse(data, OCI_MANIFEST)
+        name = identifier if identifier in self.manifests else next(
+            t for t, m in self.manifests.items() if str(Digest.of(m)) == identifier)
+        return Manifest.parse(self.manifests[name], self.media_types.get(name, OCI_MANIFEST))
 
     def blob_opener(self, ref: Reference, desc: Descriptor) -> BlobOpener:
         @contextmanager
@@ -97,3 +100,50 @@ def test_tags_move_in_parallel_once_every_image_is_whole(jobs: int) -> None:
     assert all(sink.whole_when_tagged) and len(sink.whole_when_tagged) == count
     assert [i.target for i in result.images] == [f"dst.example/app:t{n}@{Digest.of(image_manifest(n))}"
                                                   for n in range(count)]
+
+
+class OverlapSink(TagBarrierSink):
+    """Holds every manifest PUT for a moment and records the PUTs that overlapped one they must not: an index
+    and one of its children, or two PUTs of one manifest (distribution rewrites a manifest's links in place)."""
+
+    def __init__(self) -> None:
+        super().__init__(parties=1, images=0)
+        self.in_flight: list[Manifest] = []
+        self.clashes: list[str] = []
+        self.puts = 0
+
+    def push_manifest(self, target: Reference, manifest: Manifest, tag: str | None) -> None:
+        with self.lock:
+            self.puts += 1
+            for other in self.in_flight:
+                related = {c.digest for c in manifest.manifests} | {c.digest for c in other.manifests}
+                if other.digest == manifest.digest or other.digest in related or manifest.digest in related:
+                    self.clashes.append(f"{tag or manifest.digest.short} while {other.digest.short}")
+            self.in_flight.append(manifest)
+        time.sleep(0.05)  # long enough for any PUT started beside it to overlap it
+        with self.lock:
+            self.in_flight.remove(manifest)
+            if tag is None:
+                self.manifests.add((target.repository, manifest.digest))
+            else:
+                self.tags[f"{target.repository}:{tag}"] = manifest.digest
+
+
+def test_no_put_overlaps_one_of_a_manifest_it_refers_to_or_the_same_manifest() -> None:
+    source = MemorySource(3)
+    children = [Digest.of(source.manifests[f"t{n}"]) for n in range(2)]
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": str(d), "size": len(source.manifests[f"t{n}"]),
+         "platform": {"os": "linux", "architecture": arch}} for n, (d, arch) in enumerate(zip(children, ["amd64", "arm64"]))]
+    }).encode()
+    source.manifests["idx"] = index
+    source.media_types["idx"] = OCI_INDEX
+    source.manifests["again"] = source.manifests["t0"]
+    sink = OverlapSink()
+    requests = [ImageRequest(Reference.parse(f"src.example/app:{t}"), Reference.parse(f"dst.example/app:{t}"))
+                for t in ("idx", "t0", "t1", "t2", "again")]
+    result = transfer(source, sink, requests, jobs=6)
+    assert not result.failed and len(result.images) == 5
+    assert sink.clashes == []
+    assert sink.tags == {f"app:{t}": Digest.of(source.manifests[t]) for t in ("idx", "t0", "t1", "t2", "again")}
+    assert sink.puts == 4 + 5  # each manifest once by digest (t0 and again are one), then the five tags
