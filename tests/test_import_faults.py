@@ -878,7 +878,7 @@ def test_links_a_registry_crash_left_empty_are_mended(state: str, bundle: Bundle
             assert link.read_bytes().startswith(b"sha256:"), link
     pushed = writes(proxy.requests)
     assert any(x.startswith("PUT /v2/demo/large/blobs/uploads/") for x in pushed), pushed
-    assert any(x.startswith(f"PUT /v2/demo/base-a/manifests/{base_a}") for x in pushed), pushed
+    assert any(x.startswith("PUT /v2/demo/base-a/manifests/") for x in pushed), pushed  # by its tag: both links
     assert any(x.startswith("PUT /v2/demo/multi/manifests/1.0") for x in pushed), pushed
 
 

@@ -1,4 +1,5 @@
-"""The transfer engine moves tags only once every image is whole in the target, and moves them in parallel."""
+"""The transfer engine moves tags only once every image's blobs and child manifests are in the target, and
+moves them in parallel, never overlapping a PUT with one of a manifest it refers to."""
 
 from __future__ import annotations
 
@@ -80,8 +81,8 @@ class TagBarrierSink:
             with self.lock:
                 self.manifests.add((target.repository, manifest.digest))
             return
-        with self.lock:  # every image, not only this one, is whole before the first tag moves
-            self.whole_when_tagged.append(len(self.manifests) == self.images)
+        with self.lock:  # every image's blobs, not only this one's, are in before the first tag moves
+            self.whole_when_tagged.append(len(self.blobs) == self.images + 1)  # a layer each, one config
         self.barrier.wait()  # a tag pushed alone waits here until the timeout: BrokenBarrierError
         with self.lock:
             self.tags[f"{target.repository}:{tag}"] = manifest.digest
@@ -132,10 +133,9 @@ class OverlapSink(TagBarrierSink):
 def test_no_put_overlaps_one_of_a_manifest_it_refers_to_or_the_same_manifest() -> None:
     source = MemorySource(3)
     children = [Digest.of(source.manifests[f"t{n}"]) for n in range(2)]
-    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-        {"mediaType": OCI_MANIFEST, "digest": str(d), "size": len(source.manifests[f"t{n}"]),
-         "platform": {"os": "linux", "architecture": arch}} for n, (d, arch) in enumerate(zip(children, ["amd64", "arm64"]))]
-    }).encode()
+    entries = [{"mediaType": OCI_MANIFEST, "digest": str(children[n]), "size": len(source.manifests[f"t{n}"]),
+                "platform": {"os": "linux", "architecture": arch}} for n, arch in enumerate(["amd64", "arm64"])]
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
     source.manifests["idx"] = index
     source.media_types["idx"] = OCI_INDEX
     source.manifests["again"] = source.manifests["t0"]
@@ -146,4 +146,6 @@ def test_no_put_overlaps_one_of_a_manifest_it_refers_to_or_the_same_manifest() -
     assert not result.failed and len(result.images) == 5
     assert sink.clashes == []
     assert sink.tags == {f"app:{t}": Digest.of(source.manifests[t]) for t in ("idx", "t0", "t1", "t2", "again")}
-    assert sink.puts == 4 + 5  # each manifest once by digest (t0 and again are one), then the five tags
+    # the index's children once by digest (the root of a tagged image goes by its tag alone), then the tags
+    assert sink.puts == 2 + 5
+    assert sink.manifests == {("app", d) for d in children}
