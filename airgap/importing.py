@@ -331,7 +331,8 @@ def _still_there(registries: Registries, manifest: BundleManifest, mapped: list[
     for m in mapped:
         repo, host = m.target.repository, m.target.host
         checks.append((host, repo, m.target.tag or str(m.image.digest), m.image.digest))
-        checks.extend((host, repo, str(d), d) for d in m.image.manifests)
+        # the tag's answer names the root, which is then there by digest too
+        checks.extend((host, repo, str(d), d) for d in m.image.manifests if d != m.image.digest)
         checks.extend((host, repo, "blob:" + str(d), None) for d in m.image.blobs)
     for m, r, _ in referrer_targets(manifest, mapped):
         host, repo = m.target.host, m.target.repository
@@ -354,8 +355,8 @@ def _still_there(registries: Registries, manifest: BundleManifest, mapped: list[
             return any(d.digest == expected for d in listed)
         return client.head_manifest(repo, ident, mend=True) == expected
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return all(pool.map(ok, checks))
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # each check once: images share blobs
+        return all(pool.map(ok, dict.fromkeys(checks)))
 
 
 def digest_ref(m: Mapped) -> str:

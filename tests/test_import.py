@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RegistryFactory, RunAirgap
+from conftest import FaultProxyFactory, RegistryFactory, RunAirgap
 from harness import RegistryServer, make_oci_layout, skopeo_copy, skopeo_digest
 
 from airgap.model.bundle import BundleManifest
@@ -224,3 +224,34 @@ def test_slow_media_are_read_once_through_the_page_cache(bundle: Path, key: Path
             b.span.length for b in m.blobs if "manifest" in b.media_type or "index" in b.media_type)
     else:
         assert reads and cached == 0
+
+
+def test_many_tags_of_one_repository_push_and_recheck_each_thing_once(
+        demo_registry: RegistryServer, registry: RegistryServer, registry2: RegistryServer, key: Path,
+        tmp_path: Path, run_airgap: RunAirgap, fault_proxy_factory: FaultProxyFactory) -> None:
+    """Six tags in one repository: four of one manifest, two of another, sharing their layers. The import
+    pushes each tagged root once, by its tag (no HEAD or PUT by digest first); the no-op rerun asks about
+    each tag and each blob once."""
+    for n, src in enumerate(["demo/base-a:1.0"] * 4 + ["demo/base-b:1.0"] * 2):
+        assert run_airgap("copy", f"{demo_registry.host}/{src}", f"{registry.host}/team/app:v{n}").returncode == 0
+    out = tmp_path / "bundle"
+    r = run_airgap("export", "--repository", f"{registry.host}/team/app", "--output", str(out), "--key", str(key))
+    assert r.returncode == 0, r.output
+    manifest = BundleManifest.parse((out / "manifest.json").read_bytes())
+    assert len(manifest.images) == 6
+    blobs = {d for i in manifest.images for d in i.blobs}
+    proxy = fault_proxy_factory(registry2.host)
+    r = do_import(run_airgap, out, key, proxy.host, tmp_path)
+    assert r.returncode == 0, r.output
+    puts = [x.split("?")[0] for x in proxy.requests if x.startswith("PUT /v2/team/app/manifests/")]
+    assert sorted(puts) == [f"PUT /v2/team/app/manifests/v{n}" for n in range(6)]
+    assert not any(x.startswith("HEAD /v2/team/app/manifests/") for x in proxy.requests)
+    for n, src in enumerate(["demo/base-a:1.0"] * 4 + ["demo/base-b:1.0"] * 2):
+        assert skopeo_digest(f"{registry2.host}/team/app:v{n}") == skopeo_digest(f"{demo_registry.host}/{src}")
+
+    proxy.reset_counters()
+    again = do_import(run_airgap, out, key, proxy.host, tmp_path)
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.output
+    heads = [x for x in proxy.requests if x.startswith("HEAD ")]
+    assert sorted(heads) == sorted([f"HEAD /v2/team/app/manifests/v{n}" for n in range(6)]
+                                   + [f"HEAD /v2/team/app/blobs/{d}" for d in blobs])
