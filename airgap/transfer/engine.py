@@ -170,7 +170,7 @@ def transfer(source: Source, sink: Sink, requests: list[ImageRequest], *, jobs: 
             by_digest[key][1].append(image)
     in_waves(by_digest)
     tags: _Work = {}
-    for image in images:  # every image is whole in the target before any tag moves
+    for image in images:  # every image's blobs and child manifests are in before any tag moves
         if id(image) in failures or not image.request.target.tag:
             continue
         key = (str(_target_ref(image)), image.root.digest)
