@@ -83,14 +83,7 @@ class RegistryClient:
     def head_manifest(self, repository: str, identifier: str, *, mend: bool = False) -> Digest | None:
         """The digest a tag or digest points at, or None when it does not exist. With ``mend`` (before a
         push), an answer of 500 counts as "does not exist" and is not retried: see :data:`MENDED_BY_A_PUSH`."""
-        resp = self.session.request(
-            "HEAD", f"/v2/{repository}/manifests/{identifier}", scopes=(repo_scope(repository, "pull"),),
-            headers={"Accept": ACCEPT}, ok=(200, 404, *MENDED_BY_A_PUSH) if mend else (200, 404),
-            final=MENDED_BY_A_PUSH if mend else (), repository=repository, what="check manifest in",
-        )
-        if resp.status_code in MENDED_BY_A_PUSH:
-            log.debug("%s/%s: the check of manifest %s answered %d; pushing it again", self.host, repository,
-                      identifier, resp.status_code)
+        resp = self._check(repository, f"manifests/{identifier}", "manifest", mend, headers={"Accept": ACCEPT})
         if resp.status_code != 200:
             return None
         header = resp.headers.get("docker-content-digest")
@@ -206,15 +199,20 @@ class RegistryClient:
     def has_blob(self, repository: str, digest: Digest, *, mend: bool = False) -> bool:
         """Whether ``repository`` holds the blob. With ``mend`` (before a push), an answer of 500 counts as
         "not held" and is not retried: see :data:`MENDED_BY_A_PUSH`."""
+        return self._check(repository, f"blobs/{digest}", "blob", mend).status_code == 200
+
+    def _check(self, repository: str, path: str, kind: str, mend: bool,
+               headers: dict[str, str] | None = None) -> httpx.Response:
+        """HEAD ``/v2/REPOSITORY/PATH``: 200 or 404, and with ``mend`` also an unretried 500."""
         resp = self.session.request(
-            "HEAD", f"/v2/{repository}/blobs/{digest}", scopes=(repo_scope(repository, "pull"),),
+            "HEAD", f"/v2/{repository}/{path}", scopes=(repo_scope(repository, "pull"),), headers=headers,
             ok=(200, 404, *MENDED_BY_A_PUSH) if mend else (200, 404), final=MENDED_BY_A_PUSH if mend else (),
-            repository=repository, what="check blob in",
+            repository=repository, what=f"check {kind} in",
         )
         if resp.status_code in MENDED_BY_A_PUSH:
-            log.debug("%s/%s: the check of blob %s answered %d; pushing it again", self.host, repository,
-                      digest.short, resp.status_code)
-        return resp.status_code == 200
+            log.debug("%s/%s: the check of %s answered %d; pushing it again", self.host, repository, path,
+                      resp.status_code)
+        return resp
 
     def open_blob(self, repository: str, desc: Descriptor, offset: int = 0) -> Iterator[bytes]:
         """Stream a blob from ``offset``; reconnect with ``Range`` after a dropped connection.
