@@ -1116,7 +1116,8 @@ def parse_args(argv: list[str] | None) -> Config:
     parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "work",
                         help="parent of the run's temporary work directory (default bench/work)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of each measure (default 3)")
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="rounds of each measure (default 6: each tool goes first in half of them)")
     parser.add_argument("--large-size", type=int, default=None, metavar="BYTES",
                         help=f"size of the large layer (default {LARGE_SIZE // MiB} MiB, "
                              f"{LARGE_SIZE // MiB // QUICK_FACTOR} MiB with --quick)")
