@@ -282,6 +282,24 @@ def test_repository_and_catalog_exports(demo_registry: RegistryServer, key: Path
     assert r.returncode == 2 and "no tags matching" in r.stderr
 
 
+def test_debug_and_quiet_work_after_the_sub_command(demo_registry: RegistryServer, key: Path, tmp_path: Path,
+                                                   run_airgap: RunAirgap) -> None:
+    """Operators append ``--debug`` to the command that failed: it must not be refused as an unknown option."""
+    ref = f"{demo_registry.host}/demo/base-a:1.0"
+    r = run_airgap("export", ref, "--output", str(tmp_path / "b"), "--key", str(key), "--debug")
+    assert r.returncode == 0, r.output
+    assert f"GET http://{demo_registry.host}/v2/demo/base-a/manifests/1.0 -> 200" in r.stderr  # exchanges logged
+    quiet = run_airgap("export", ref, "--output", str(tmp_path / "q"), "--key", str(key), "-q")
+    loud = run_airgap("export", ref, "--output", str(tmp_path / "l"), "--key", str(key))
+    assert quiet.returncode == loud.returncode == 0, quiet.output + loud.output
+    assert loud.stdout and not quiet.stdout and not quiet.stderr
+    assert quiet.stdout == run_airgap("--quiet", "export", ref, "--output", str(tmp_path / "q2"), "--key",
+                                      str(key)).stdout
+    missing = run_airgap("verify", str(tmp_path), "--pubkey", f"{key}.pub", "--debug")  # no bundle there
+    assert missing.returncode == 6 and "Traceback" in missing.stderr, missing.output
+    assert "Traceback" not in run_airgap("verify", str(tmp_path), "--pubkey", f"{key}.pub").stderr
+
+
 @pytest.mark.parametrize(("args", "code", "needle"), [
     (["--chunk-size", "10K"], 2, "below the minimum"),
     (["--chunk-size", "lots"], 2, "invalid size"),

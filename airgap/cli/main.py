@@ -48,20 +48,44 @@ class LazyGroup(click.Group):
 
             tls.prepare()  # the trust store loads on another core while the command's modules load
         command: click.Command = getattr(importlib.import_module(module), attr)
+        if not any(p.name in _FLAGS for p in command.params):
+            command.params.extend(_flags())  # `airgap export ... --debug` works as well as `airgap --debug export`
         return command
+
+
+_FLAGS = {"debug": "Log every registry exchange (secrets never) and show tracebacks.",
+          "quiet": "Print only errors."}
+
+
+def _debug_logging() -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("airgap").setLevel(logging.DEBUG)
+
+
+def _flag_given(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """A sub-command's ``--debug`` or ``--quiet``: the same as the group's."""
+    if value:
+        ctx.ensure_object(dict)[param.name] = True
+        if param.name == "debug":
+            _debug_logging()
+
+
+def _flags() -> list[click.Parameter]:
+    return [click.Option(["--debug"], is_flag=True, expose_value=False, callback=_flag_given, help=_FLAGS["debug"]),
+            click.Option(["--quiet", "-q"], is_flag=True, expose_value=False, callback=_flag_given,
+                         help=_FLAGS["quiet"])]
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="airgap")
-@click.option("--debug", is_flag=True, help="Log every registry exchange (secrets never) and show tracebacks.")
-@click.option("--quiet", "-q", is_flag=True, help="Print only errors.")
+@click.option("--debug", is_flag=True, help=_FLAGS["debug"])
+@click.option("--quiet", "-q", is_flag=True, help=_FLAGS["quiet"])
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
     """Move container images across an air gap: signed, chunked, resumable bundles."""
     ctx.obj = {"debug": debug, "quiet": quiet}
     if debug:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-        logging.getLogger("airgap").setLevel(logging.DEBUG)
+        _debug_logging()
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
