@@ -797,6 +797,51 @@ def test_sigkill_before_the_closing_put_continues(bundle_12m: Bundle, registry: 
     assert [r.resumable for r in reports] == [True]
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_mid_patch_ends_the_patch_and_the_next_run_continues_the_session(
+        sig: signal.Signals, bundle_12m: Bundle, registry: RegistryServer, fault_proxy_factory: FaultProxyFactory,
+        airgap_env: dict[str, str], run_airgap: RunAirgap, tmp_path: Path) -> None:
+    """distribution drops a session whose data a cut PATCH left longer than its last acknowledged offset, so a
+    stop that cut the PATCH in flight would make the next run send the big layer again from byte 0."""
+    large = bundle_12m.image("demo/large:1.0")
+    big = bundle_12m.big_layer
+    state = tmp_path / "state"
+    proxy = fault_proxy_factory(registry.host)
+    args = import_args(bundle_12m, proxy.host, state, "--upload-chunk-size", "1MiB")
+    proxy.rate_limit(1 * MiB)  # a 1 MiB PATCH takes about a second
+    proc = _popen(airgap_env, args)
+    try:
+        assert _wait_for(lambda: len(_patches_for(list(proxy.requests), large.repository)) >= 2, proc), \
+            proc.communicate()
+        time.sleep(0.3)  # inside the second PATCH
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out + err
+    assert "stopping: each upload in flight ends the part it is sending" in err and "Traceback" not in err
+    assert err.rstrip().endswith("airgap: interrupted; run the same command again to resume"), err
+    _wait_idle(proxy)
+    sent = _patches_for(list(proxy.requests), large.repository)
+    journal = ImportJournal.open(state, bundle_12m.manifest.bundle_id, proxy.host)
+    session = journal.sessions.get((large.repository, big))
+    assert session is not None and session[1] == len(sent) * MiB, (session, len(sent))  # every PATCH sent was ended
+    uuid = urlsplit(session[0]).path.rsplit("/", 1)[1]
+    data = registry.storage / "docker/registry/v2/repositories" / large.repository / "_uploads" / uuid / "data"
+    assert data.stat().st_size == session[1]
+    proxy.clear()
+    proxy.rate_limit(None)
+    proxy.reset_counters()
+    r = run_airgap(*args)
+    assert_complete(registry, bundle_12m, run=r)
+    rest = _patches_for(list(proxy.requests), large.repository)
+    assert {u.uuid for u in rest} == {uuid}, "the rerun did not continue the session"
+    size = max(b.size for b in bundle_12m.manifest.blobs)
+    assert len(sent) + len(rest) == -(-size // MiB)  # each MiB sent once
+
+
 @pytest.mark.slow
 def test_sigkill_twenty_rounds(bundle_12m: Bundle, registry: RegistryServer,
                                fault_proxy_factory: FaultProxyFactory, airgap_env: dict[str, str],

@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from typing import TextIO
@@ -102,10 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     previous = warnings.showwarning
     warnings.showwarning = _show_warning
+    # SIGTERM (a service manager, a cancelled CI job) stops a run as Ctrl-C does: cleanly, resumable
+    on_term = signal.signal(signal.SIGTERM, signal.default_int_handler) if _main_thread() else None
     try:
         return _main(argv, debug)
     finally:
         warnings.showwarning = previous
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _main(argv: list[str] | None, debug: bool) -> int:

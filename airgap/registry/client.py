@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -322,11 +323,13 @@ class RegistryClient:
         return end + 1 if end > 0 else 0
 
     def push_blob(self, repository: str, desc: Descriptor, opener: BlobOpener, *,
-                  mount_from: tuple[str, ...] = (), sessions: UploadSessions | None = None) -> str:
+                  mount_from: tuple[str, ...] = (), sessions: UploadSessions | None = None,
+                  stopping: threading.Event | None = None) -> str:
         """Make ``desc`` exist in ``repository``. Returns "skipped", "mounted" or "uploaded".
 
         With ``sessions``, an upload session left by an earlier, interrupted process is continued from the
-        registry's offset, and every accepted chunk is recorded there.
+        registry's offset, and every accepted chunk is recorded there. Once ``stopping`` is set, an upload
+        finishes the PATCH in flight and raises :class:`UploadStopped` instead of sending the next one.
         """
         if self.has_blob(repository, desc.digest, mend=True):
             if sessions is not None:
@@ -338,7 +341,8 @@ class RegistryClient:
                 held = self.upload_offset(repository, earlier[0])
                 if held is not None and 0 < held <= desc.size:
                     log.debug("blob %s: continuing an earlier upload at byte %d", desc.digest.short, held)
-                    self.upload_blob(repository, desc, opener, location=earlier[0], offset=held, sessions=sessions)
+                    self.upload_blob(repository, desc, opener, location=earlier[0], offset=held, sessions=sessions,
+                                     stopping=stopping)
                     return "uploaded"
                 sessions.drop(repository, str(desc.digest))
         location: str | None = None
@@ -349,11 +353,12 @@ class RegistryClient:
             if location is None:
                 return "mounted"
             break
-        self.upload_blob(repository, desc, opener, location=location, sessions=sessions)
+        self.upload_blob(repository, desc, opener, location=location, sessions=sessions, stopping=stopping)
         return "uploaded"
 
     def upload_blob(self, repository: str, desc: Descriptor, opener: BlobOpener, *,
-                    location: str | None = None, offset: int = 0, sessions: UploadSessions | None = None) -> None:
+                    location: str | None = None, offset: int = 0, sessions: UploadSessions | None = None,
+                    stopping: threading.Event | None = None) -> None:
         """Upload a blob: one streamed PUT when small, PATCH chunks when large, resuming after failures."""
         tries = self.session.options.retry.tries
         failures = 0
@@ -365,12 +370,14 @@ class RegistryClient:
                 if desc.size <= self.upload.monolithic_max and offset == 0:
                     self._put_final(repository, desc, location, opener, desc.size)
                 else:
-                    self._patch_chunks(repository, desc, newest, opener, offset, sessions)
+                    self._patch_chunks(repository, desc, newest, opener, offset, sessions, stopping)
                     self._put_final(repository, desc, newest[0], None, 0)
                 if sessions is not None:
                     sessions.drop(repository, str(desc.digest))
                 return
             except (ConnectionFailed, httpx.TransportError, _Retry) as exc:
+                if stopping is not None and stopping.is_set():
+                    raise UploadStopped(f"upload of blob {desc.digest.short} to {self.host}/{repository}") from exc
                 location = newest[0]
                 failures += 1
                 if failures >= tries:
@@ -393,13 +400,16 @@ class RegistryClient:
                           type(exc).__name__, offset if location else "a new session")
 
     def _patch_chunks(self, repository: str, desc: Descriptor, newest: list[str], opener: BlobOpener,
-                      offset: int, sessions: UploadSessions | None = None) -> None:
+                      offset: int, sessions: UploadSessions | None = None,
+                      stopping: threading.Event | None = None) -> None:
         """PATCH from ``offset`` to the end; ``newest[0]`` is kept at the latest Location, also on failure."""
         location = newest[0]
         with opener(offset) as source:
             buffer: list[bytes] = []
             it = iter(source)
             while offset < desc.size:
+                if stopping is not None and stopping.is_set():
+                    raise UploadStopped(f"upload of blob {desc.digest.short} to {self.host}/{repository}")
                 n = min(self.upload.chunk_size, desc.size - offset)
                 resp = self._send_upload("PATCH", repository, location, take(it, n, buffer), n, headers={
                     "Content-Type": "application/octet-stream",
@@ -487,6 +497,12 @@ class RegistryClient:
 
     def catalog(self) -> list[str]:
         return self._paged("/v2/_catalog", "repositories", ("registry:catalog:*",), "", "list repositories of")
+
+
+class UploadStopped(Exception):
+    """The run is stopping (Ctrl-C): the upload sent no further PATCH after the one in flight, so that its
+    session stays continuable. distribution refuses, and drops, a session whose data a cut PATCH left
+    longer than the offset it last acknowledged."""
 
 
 class _Retry(Exception):

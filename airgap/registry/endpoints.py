@@ -62,11 +62,18 @@ class RegistrySink:
     def __init__(self, registries: Registries, *, sessions: UploadSessions | None = None) -> None:
         self.registries = registries
         self.sessions = sessions
+        self.stopping = threading.Event()
 
     def push_blob(self, target: Reference, desc: Descriptor, opener: BlobOpener,
                   mount_from: tuple[str, ...]) -> str:
-        return self.registries.client(target.host).push_blob(target.repository, desc, opener,
-                                                             mount_from=mount_from, sessions=self.sessions)
+        return self.registries.client(target.host).push_blob(target.repository, desc, opener, mount_from=mount_from,
+                                                             sessions=self.sessions, stopping=self.stopping)
+
+    def wind_down(self) -> bool:
+        """The run was interrupted: uploads finish the PATCH in flight and send no other. True when that is worth
+        waiting for: the upload sessions are journaled, and the next run continues them where they stand."""
+        self.stopping.set()
+        return self.sessions is not None
 
     def has_manifest(self, target: Reference, digest: Digest) -> bool:
         return self.registries.client(target.host).head_manifest(target.repository, str(digest),

@@ -11,7 +11,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -29,6 +29,9 @@ LARGE_LANES = 2
 A large blob's speed is bound by the registry's CPU and disk, not by latency: more streams only make it
 share them worse (the bench's import into a local registry: 5.2 s with 2 streams against 5.7 s with 3),
 and they let the biggest blob, which decides when the import ends, fall behind."""
+WIND_DOWN_SECONDS = 30.0
+"""After Ctrl-C, how long the transfers of a sink that can wind down (an import's journaled uploads) may take to
+end their current step. A second Ctrl-C ends the wait at once."""
 
 
 @dataclass(frozen=True)
@@ -130,8 +133,17 @@ def transfer(source: Source, sink: Sink, requests: list[ImageRequest], *, jobs: 
     ordered = sorted(groups.values(), key=lambda e: -e[0][1].size)
     large = frozenset(n for n, e in enumerate(ordered) if e[0][1].size >= LARGE_BLOB)
     failures: dict[int, Exception] = {}  # id(image) -> first error
+    sink_wind_down: Callable[[], bool] | None = getattr(sink, "wind_down", None)
+
+    def wind_down() -> bool:
+        if sink_wind_down is None or not sink_wind_down():
+            return False
+        progress(Notice("stopping: each upload in flight ends the part it is sending, so that the next run "
+                        "continues it from there (Ctrl-C again to stop at once)"))
+        return True
+
     for n, exc in _run_all(jobs, [lambda e=e: move_group(e) for e in ordered], keep_going, heavy=large,
-                           heavy_jobs=LARGE_LANES):
+                           heavy_jobs=LARGE_LANES, wind_down=wind_down):
         for image, _ in ordered[n]:
             failures.setdefault(id(image), exc)
 
@@ -207,12 +219,16 @@ def _push_tags(sink: Sink, images: list[PlannedImage]) -> None:
 
 
 def _run_all(jobs: int, tasks: list[object], keep_going: bool = False, *, heavy: frozenset[int] = frozenset(),
-             heavy_jobs: int = 0) -> list[tuple[int, Exception]]:
+             heavy_jobs: int = 0, wind_down: Callable[[], bool] | None = None) -> list[tuple[int, Exception]]:
     """Run callables on ``jobs`` threads, in order. By default, on the first failure start no more and raise it;
     with ``keep_going`` run them all and return the failures as (task index, error).
 
     At most ``heavy_jobs`` of the tasks whose index is in ``heavy`` run at once (0: no limit); while that many
-    run, the other threads take the next light task instead of waiting."""
+    run, the other threads take the next light task instead of waiting.
+
+    On Ctrl-C no task starts any more and KeyboardInterrupt is raised; first, when ``wind_down()`` says the
+    tasks running can end their current step in a way the next run builds on, for up to
+    :data:`WIND_DOWN_SECONDS` they may (a second Ctrl-C cuts that short)."""
     if not tasks:
         return []
     stop = threading.Event()
@@ -257,8 +273,9 @@ def _run_all(jobs: int, tasks: list[object], keep_going: bool = False, *, heavy:
                     cond.notify_all()
 
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="airgap")
+    futures: list[Future[None]] = []
     try:
-        futures: list[Future[None]] = [pool.submit(worker) for _ in range(min(max(1, jobs), len(tasks)))]
+        futures.extend(pool.submit(worker) for _ in range(min(max(1, jobs), len(tasks))))
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         for f in done:
             exc = f.exception()
@@ -269,10 +286,14 @@ def _run_all(jobs: int, tasks: list[object], keep_going: bool = False, *, heavy:
                 pool.shutdown(wait=True)
                 raise exc
     except KeyboardInterrupt:
-        # Ctrl-C: start nothing more and do not wait for transfers in flight (every step is resumable)
+        # Ctrl-C: start nothing more. Every step is resumable, but an upload cut mid-PATCH loses its whole session
+        # on distribution: with a journal, the uploads in flight end their PATCH first
         with cond:
             stop.set()
             cond.notify_all()
+        if wind_down is not None and wind_down():
+            with suppress(KeyboardInterrupt):  # Ctrl-C again: at once
+                wait(futures, timeout=WIND_DOWN_SECONDS)
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
