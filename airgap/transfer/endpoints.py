@@ -34,7 +34,9 @@ class ReferrerSource(Source, Protocol):
 
 
 class Sink(Protocol):
-    """Where images go."""
+    """Where images go. Optional: ``wind_down() -> bool``, called once on Ctrl-C, after which the blob pushes in
+    flight end their current step and start no other; True asks the engine to wait for that (see
+    ``airgap.transfer.engine.WIND_DOWN_SECONDS``)."""
 
     def push_blob(self, target: Reference, desc: Descriptor, opener: BlobOpener,
                   mount_from: tuple[str, ...]) -> str:
