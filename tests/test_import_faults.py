@@ -831,15 +831,20 @@ def test_ctrl_c_mid_patch_ends_the_patch_and_the_next_run_continues_the_session(
     uuid = urlsplit(session[0]).path.rsplit("/", 1)[1]
     data = registry.storage / "docker/registry/v2/repositories" / large.repository / "_uploads" / uuid / "data"
     assert data.stat().st_size == session[1]
+    held = {d for _, d in inventory(registry, bundle_12m.manifest).blobs}
     proxy.clear()
     proxy.rate_limit(None)
     proxy.reset_counters()
-    r = run_airgap(*args)
+    r = run_airgap(*args, "--json")
     assert_complete(registry, bundle_12m, run=r)
     rest = _patches_for(list(proxy.requests), large.repository)
     assert {u.uuid for u in rest} == {uuid}, "the rerun did not continue the session"
     size = max(b.size for b in bundle_12m.manifest.blobs)
     assert len(sent) + len(rest) == -(-size // MiB)  # each MiB sent once
+    # the summary counts what this run sent: the rest of the big layer, and the blobs no repository held
+    layers = {str(d) for img in bundle_12m.manifest.images for d in img.blobs} - held - {big}  # not manifests
+    others = sum(b.size for b in bundle_12m.manifest.blobs if str(b.digest) in layers)
+    assert json.loads(r.stdout)["bytes_uploaded"] == size - session[1] + others
 
 
 @pytest.mark.slow

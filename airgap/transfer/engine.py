@@ -61,12 +61,15 @@ class FailedImage:
     error: Exception
 
 
-def _counting(opener: BlobOpener, progress: Progress) -> BlobOpener:
+def _counting(opener: BlobOpener, progress: Progress, read: list[int]) -> BlobOpener:
+    """``opener``, reporting each piece read as moved, and adding up in ``read[0]`` the bytes read (what an upload
+    sent: a blob continued from an earlier run's session is read from its offset)."""
     @contextmanager
     def open_(offset: int) -> Iterator[Iterator[bytes]]:
         with opener(offset) as chunks:
             def gen() -> Iterator[bytes]:
                 for chunk in chunks:
+                    read[0] += len(chunk)
                     progress(BytesMoved(len(chunk)))
                     yield chunk
             yield gen()
@@ -110,7 +113,8 @@ def transfer(source: Source, sink: Sink, requests: list[ImageRequest], *, jobs: 
             target = _target_ref(image)
             if target.repository in done_repos:
                 continue
-            opener = _counting(source.blob_opener(image.request.source, blob), progress)
+            sent = [0]
+            opener = _counting(source.blob_opener(image.request.source, blob), progress, sent)
             mount_from = list(done_repos)
             src = image.request.source
             if src.host == target.host and src.repository != target.repository:
@@ -120,7 +124,7 @@ def transfer(source: Source, sink: Sink, requests: list[ImageRequest], *, jobs: 
             with lock:
                 if outcome == "uploaded":
                     result.uploaded += 1
-                    result.bytes_uploaded += blob.size
+                    result.bytes_uploaded += sent[0]
                 elif outcome == "mounted":
                     result.mounted += 1
                 else:
