@@ -62,15 +62,26 @@ class FailedImage:
 
 
 def _counting(opener: BlobOpener, progress: Progress, read: list[int]) -> BlobOpener:
-    """``opener``, reporting each piece read as moved, and adding up in ``read[0]`` the bytes read (what an upload
-    sent: a blob continued from an earlier run's session is read from its offset)."""
+    """``opener``, adding up in ``read[0]`` the bytes read (what an upload sent: a blob continued from an earlier
+    run's session is read from its offset) and reporting the blob's progress: the bytes before the offset it is
+    opened at count as moved, and bytes read again after a retry do not count twice."""
+    reached = 0  # the furthest byte reported as moved
+
     @contextmanager
     def open_(offset: int) -> Iterator[Iterator[bytes]]:
         with opener(offset) as chunks:
             def gen() -> Iterator[bytes]:
+                nonlocal reached
+                pos = offset
+                if pos > reached:
+                    progress(BytesMoved(pos - reached))
+                    reached = pos
                 for chunk in chunks:
                     read[0] += len(chunk)
-                    progress(BytesMoved(len(chunk)))
+                    pos += len(chunk)
+                    if pos > reached:
+                        progress(BytesMoved(pos - reached))
+                        reached = pos
                     yield chunk
             yield gen()
 

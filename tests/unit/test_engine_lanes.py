@@ -70,3 +70,29 @@ def test_keep_going_runs_everything_and_returns_the_failures_in_order() -> None:
     assert [n for n, _ in out] == [3, 7]
     assert all(isinstance(e, ValueError) for _, e in out)
     assert sorted(rec.started) == list(range(10))
+
+
+def test_progress_counts_each_byte_once_and_the_count_of_bytes_read_counts_every_read() -> None:
+    """A blob continued at an offset moves the bar past that offset at once; a retry that reads again from an
+    earlier byte does not move it twice; the bytes read (what the summary says was sent) count every read."""
+    from contextlib import contextmanager
+
+    from airgap.transfer.engine import _counting
+    from airgap.transfer.events import BytesMoved
+
+    data = bytes(range(256)) * 40  # 10240 bytes
+
+    @contextmanager
+    def opener(offset: int):  # type: ignore[no-untyped-def]
+        yield (data[i:i + 1000] for i in range(offset, len(data), 1000))
+
+    moved: list[int] = []
+    read = [0]
+    counted = _counting(opener, lambda e: moved.append(e.n) if isinstance(e, BytesMoved) else None, read)
+    with counted(4000) as chunks:  # an earlier run's session held 4000 bytes
+        first = [next(chunks), next(chunks)]  # then the connection drops at 6000
+    assert sum(moved) == 6000 and read[0] == 2000 and b"".join(first) == data[4000:6000]
+    with counted(5000) as chunks:  # the registry kept 5000: the retry reads 5000-6000 again
+        assert b"".join(chunks) == data[5000:]
+    assert sum(moved) == len(data)
+    assert read[0] == 2000 + len(data) - 5000
