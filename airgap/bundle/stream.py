@@ -169,7 +169,8 @@ def encoded_frames(members: list[tuple[int, Member, int]], *, segment: int, leve
 
         return run
 
-    frames = ordered([producer(i) for i in range(len(members))], jobs=jobs, depth=depth, on_head=budget.advance)
+    frames = ordered([producer(i) for i in range(len(members))], jobs=jobs, depth=depth, on_head=budget.advance,
+                     on_stop=budget.cancel)
     try:
         for m, k, future, cost in frames:
             frame = future.result()
@@ -191,10 +192,13 @@ class _Failed:
 
 
 def ordered(producers: list[Callable[[], Iterator[T]]], *, jobs: int, depth: int = 2,
-            on_head: Callable[[int], None] | None = None) -> Iterator[T]:
+            on_head: Callable[[int], None] | None = None,
+            on_stop: Callable[[], None] | None = None) -> Iterator[T]:
     """Run producers on ``jobs`` threads, at most ``jobs`` ahead, and yield their items in order.
 
-    Memory stays bounded: each running producer holds at most ``depth`` items.
+    Memory stays bounded: each running producer holds at most ``depth`` items. ``on_stop`` is called when the
+    pipeline stops, before its threads are joined: it must wake producers that wait for anything but their
+    queue (a Ctrl-C raised while this generator waits for an item ends it before its consumer can).
     """
     cancel = threading.Event()
     queues: dict[int, queue.Queue[object]] = {}
@@ -240,6 +244,8 @@ def ordered(producers: list[Callable[[], Iterator[T]]], *, jobs: int, depth: int
     finally:
         # stop: producers see the flag within 0.2 s, also the head's (its queue is still in `queues`)
         cancel.set()
+        if on_stop is not None:
+            on_stop()
         for q in queues.values():
             while not q.empty():
                 q.get_nowait()
