@@ -3,6 +3,7 @@
     AirgapError                 (hint: what the user should do)
     ├── InvalidReference        a malformed image reference
     ├── InvalidInput            a malformed option, size, file or platform
+    │   └── InUse               another airgap run holds the bundle directory or import journal
     ├── DigestMismatch          content does not match its digest or size
     ├── UnsupportedManifest     schema1 or an unknown manifest type
     └── RegistryError           an HTTP exchange with a registry failed (method, redacted URL, status, codes)
@@ -40,6 +41,10 @@ class InvalidReference(AirgapError):
 
 class InvalidInput(AirgapError):
     exit_code = 2
+
+
+class InUse(InvalidInput):
+    default_hint = "wait for that run to end (or stop it), then run this command again"
 
 
 class DigestMismatch(AirgapError):

@@ -7,6 +7,7 @@ the same arguments keeps its complete chunks and continues (see :mod:`airgap.bun
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import shutil
@@ -19,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from airgap import __version__
-from airgap.bundle.files import BundleError, write_atomic
+from airgap.bundle.files import BundleError, os_error, write_atomic
 from airgap.bundle.parity import write_parity
 from airgap.bundle.stream import Member
 from airgap.bundle.tarfmt import END_OF_ARCHIVE, blob_path
 from airgap.bundle.writer import STATE_DIR, write_stream
 from airgap.delta import Exclusions
 from airgap.errors import InvalidInput
+from airgap.locking import exclusive
 from airgap.model.bundle import BundleImage, BundleManifest, BundleReferrer, StoredBlob, StoredFile
 from airgap.model.delta import Base, ReliedBlob, parse_delta
 from airgap.model.digest import Digest
@@ -274,7 +276,40 @@ def check_output_dir(out_dir: Path) -> str:
 def export(registries: Registries, requests: list[ImageRequest], out_dir: Path, key: PrivateKey,
            options: ExportOptions, *, progress: Progress = ignore,
            on_plan: Callable[[list[BundleImage], int, int], None] | None = None) -> ExportResult:
-    """Write (or finish) the bundle for ``requests`` in ``out_dir``, signed with ``key``."""
+    """Write (or finish) the bundle for ``requests`` in ``out_dir``, signed with ``key``. One run at a time writes
+    to a directory: another one is refused with :class:`InUse`."""
+    check_output_dir(out_dir)  # a file, or a directory of something else: refused before anything is made
+    created = _make_output_dir(out_dir)
+    try:
+        with exclusive(out_dir, f"another airgap run is writing to output directory {out_dir}"):
+            return _export(registries, requests, out_dir, key, options, progress, on_plan)
+    except BaseException:
+        for directory in created:  # those still empty (nothing was written): leave nothing behind
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
+
+
+def _make_output_dir(out_dir: Path) -> list[Path]:
+    """Create ``out_dir`` and its missing parents; returns those it created, deepest first."""
+    missing = [d for d in (out_dir, *out_dir.absolute().parents) if not d.exists()]
+    if not missing:
+        return []
+    try:
+        out_dir.mkdir(parents=True)
+    except FileExistsError:
+        return []  # made meanwhile by another run: the lock sorts it out
+    except (NotADirectoryError, FileNotFoundError) as exc:
+        raise InvalidInput(f"cannot create output directory {out_dir}: a part of its path is a file",
+                           hint="choose another --output") from exc
+    except OSError as exc:
+        raise os_error(exc, f"creating output directory {out_dir}") from exc
+    return missing
+
+
+def _export(registries: Registries, requests: list[ImageRequest], out_dir: Path, key: PrivateKey,
+            options: ExportOptions, progress: Progress,
+            on_plan: Callable[[list[BundleImage], int, int], None] | None) -> ExportResult:
     sources = Sources(registries)
     status = check_output_dir(out_dir)
     key_now = request_key(requests, options)

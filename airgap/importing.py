@@ -19,6 +19,7 @@ from airgap.bundle.reader import BundleReader, ChunkMissing
 from airgap.bundle.source import BUNDLE_HOST, BundleSource
 from airgap.errors import AirgapError, InvalidInput, InvalidReference, RegistryError
 from airgap.journal import ImportJournal
+from airgap.locking import exclusive
 from airgap.model.bundle import BundleImage, BundleManifest, BundleReferrer
 from airgap.model.digest import Digest
 from airgap.model.manifest import Descriptor, Manifest
@@ -217,7 +218,15 @@ def import_bundle(registries: Registries, reader: BundleReader, target: Target, 
                   repairer: Repairer | None = None) -> ImportResult:
     """Push ``mapped`` images from the bundle. Images whose content is damaged are left out (and reported)
     while the others complete; a registry failure (auth, connection) stops the import. With a ``repairer``
-    (also given to ``reader``), chunks found missing or damaged are rebuilt from parity first."""
+    (also given to ``reader``), chunks found missing or damaged are rebuilt from parity first. One run at a time
+    imports a bundle into a target (per journal): another one is refused with :class:`~airgap.errors.InUse`."""
+    with exclusive(journal.path, f"another airgap run is importing bundle {reader.manifest.bundle_id} into {target}",
+                   create=True):
+        return _import_bundle(registries, reader, target, mapped, journal, jobs, progress, repairer)
+
+
+def _import_bundle(registries: Registries, reader: BundleReader, target: Target, mapped: list[Mapped],
+                   journal: ImportJournal, jobs: int, progress: Progress, repairer: Repairer | None) -> ImportResult:
     result = ImportResult(reader.manifest, target, mapped)
     check_chunks_present(reader, mapped, repairer)
     t0 = time.monotonic()

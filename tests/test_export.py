@@ -313,8 +313,9 @@ def test_bad_options(demo_registry: RegistryServer, key: Path, tmp_path: Path, r
 
 def test_bad_inputs(demo_registry: RegistryServer, key: Path, tmp_path: Path, run_airgap: RunAirgap) -> None:
     base = ["--key", str(key), "--chunk-size", "1MiB"]
-    r = run_airgap("export", f"{demo_registry.host}/demo/nope:1.0", "--output", str(tmp_path / "a"), *base)
+    r = run_airgap("export", f"{demo_registry.host}/demo/nope:1.0", "--output", str(tmp_path / "a" / "b"), *base)
     assert r.returncode == 5 and "demo/nope" in r.stderr and "404" in r.stderr
+    assert not (tmp_path / "a").exists()  # nothing made for a bundle that was never started
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
@@ -375,13 +376,42 @@ def test_export_is_audited(demo_registry: RegistryServer, key: Path, tmp_path: P
     assert "demo/nope" in records[1]["error"] and records[1]["user"] and records[1]["host"]
 
 
+def test_a_second_export_into_the_same_directory_is_refused_while_the_first_runs(
+        demo_registry: RegistryServer, key: Path, tmp_path: Path, run_airgap: RunAirgap,
+        airgap_env: dict[str, str], fault_proxy_factory: Any) -> None:
+    """Two runs would write the same chunk files (a cron job overlapping a manual run): the second one is refused,
+    touches nothing, and the first completes."""
+    proxy = fault_proxy_factory(demo_registry.host)
+    proxy.rate_limit(2 * MiB)  # the 2 MiB layer: about a second
+    out = tmp_path / "bundle"
+    args = ["export", *[f"{proxy.host}/{n}" for n in DEMO_IMAGE_NAMES], "--output", str(out), "--key", str(key),
+            "--chunk-size", "1MiB"]
+    first = subprocess.Popen(AIRGAP + args, env=airgap_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (out / ".airgap-export").exists() and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.02)
+        second = run_airgap(*args)
+        assert second.returncode == 2 and "Traceback" not in second.output, second.output
+        assert f"another airgap run is writing to output directory {out}" in second.stderr
+        assert first.poll() is None, "the first run ended before the second started: no overlap was tested"
+        out_, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, out_ + err
+    r = run_airgap("verify", str(out), "--pubkey", f"{key}.pub")
+    assert r.returncode == 0, r.output
+
+
 def test_unwritable_output_is_a_clear_error(demo_registry: RegistryServer, key: Path, tmp_path: Path,
                                             run_airgap: RunAirgap) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     r = run_airgap("export", f"{demo_registry.host}/demo/base-a:1.0", "--output", str(blocker / "bundle"),
                    "--key", str(key))
-    assert r.returncode != 0 and "Traceback" not in r.output
-    assert r.stderr.count("\n") == 1 and str(blocker) in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.output and "internal error" not in r.stderr
+    assert r.stderr.count("\n") == 1 and f"{blocker}/bundle: a part of its path is a file" in r.stderr
     r = run_airgap("export", f"{demo_registry.host}/demo/base-a:1.0", "--output", str(blocker), "--key", str(key))
     assert r.returncode == 2 and "is a file" in r.stderr and r.stderr.count("\n") == 1

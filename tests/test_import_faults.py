@@ -847,6 +847,34 @@ def test_ctrl_c_mid_patch_ends_the_patch_and_the_next_run_continues_the_session(
     assert json.loads(r.stdout)["bytes_uploaded"] == size - session[1] + others
 
 
+def test_a_second_import_of_the_bundle_into_the_target_is_refused_while_the_first_runs(
+        bundle: Bundle, registry: RegistryServer, fault_proxy_factory: FaultProxyFactory,
+        airgap_env: dict[str, str], run_airgap: RunAirgap, tmp_path: Path) -> None:
+    """Both would send everything; the second is refused (exit 2, one line) and the first completes. Another
+    target is a different import and goes ahead."""
+    proxy = fault_proxy_factory(registry.host)
+    proxy.rate_limit(1 * MiB)
+    state = tmp_path / "state"
+    args = import_args(bundle, proxy.host, state)
+    first = _popen(airgap_env, args)
+    try:
+        assert _wait_for(lambda: any(re.match(r"^(PUT|PATCH) /v2/.+/blobs/uploads/", x) for x in list(proxy.requests)),
+                         first), first.communicate()
+        second = run_airgap(*args)
+        assert_error_line(second, f"another airgap run is importing bundle {bundle.manifest.bundle_id} into "
+                                  f"{proxy.host}", exit_code=2)
+        assert first.poll() is None, "the first run ended before the second started: no overlap was tested"
+        other = run_airgap(*import_args(bundle, f"{registry.host}/other", state))
+        out, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, out + err
+    assert_complete(registry, bundle)
+    assert other.returncode == 0, other.output
+
+
 @pytest.mark.slow
 def test_sigkill_twenty_rounds(bundle_12m: Bundle, registry: RegistryServer,
                                fault_proxy_factory: FaultProxyFactory, airgap_env: dict[str, str],
