@@ -45,7 +45,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
-from conftest import AIRGAP, FaultProxyFactory, Run, RunAirgap, require_tools
+from conftest import AIRGAP, FaultProxyFactory, RegistryFactory, Run, RunAirgap, require_tools
 from harness import FaultProxy, RegistryServer, skopeo_digest, start_registry
 
 from airgap.journal import ImportJournal
@@ -530,6 +530,16 @@ def test_403_on_writes_then_allowed(bundle: Bundle, registry: RegistryServer, fa
     proxy.clear()
     r = run_airgap(*import_args(bundle, proxy.host, state))
     assert_complete(registry, bundle, run=r)
+
+
+def test_a_read_only_registry_is_named_as_such(bundle: Bundle, registry_factory: RegistryFactory,
+                                              run_airgap: RunAirgap, tmp_path: Path) -> None:
+    """distribution in maintenance mode answers pushes 405: the line says the registry takes no pushes."""
+    target = registry_factory(extra_config={"storage": {"maintenance": {"readonly": {"enabled": True}}}})
+    r = run_airgap(*import_args(bundle, target.host, tmp_path / "state"))
+    line = assert_error_line(r, target.host, "405", exit_code=EXIT_REGISTRY)
+    assert "the registry takes no pushes (read-only, or in maintenance mode)" in line
+    assert catalog(target) == []
 
 
 # --------------------------------------------------------------------------- 6. the target goes away

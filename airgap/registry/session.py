@@ -475,6 +475,9 @@ class Session:
         if status >= 500:
             return RegistryError(msg, hint="the registry failed; run again later, or tell its admin",
                                  retryable=True, **kw)
+        if status == 405 and method in ("POST", "PUT", "PATCH", "DELETE"):
+            return RegistryError(msg, hint="the registry takes no pushes (read-only, or in maintenance mode); "
+                                           "ask its admin to open it for writes, then run again", **kw)
         return RegistryError(msg, hint="the registry refused the request (its answer is in parentheses); "
                                        "check the image and the registry's logs", **kw)
 
