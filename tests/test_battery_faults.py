@@ -664,6 +664,40 @@ def _full_disk_with_rlimit(src: Exported, airgap_env: dict[str, str], run_airgap
     assert_same_bundle(out, src.reference, src.pub)
 
 
+def test_full_registry_storage_on_import(exported_12m: Exported, registry_factory: Any, run_airgap: RunAirgap,
+                                         tmp_path: Path) -> None:
+    """The target's disk fills up mid-import: distribution answers 500 with ENOSPC in the error's detail. One line
+    says so (not "run again later"), at once: a full disk is not retried. Once space is freed the rerun completes."""
+    src = exported_12m
+    mnt = tmp_path / "registry-disk"
+    with small_disk(mnt, 40 * MiB) as mounted:  # room for the bundle twice: a refused upload leaves its part
+        if not mounted:
+            pytest.skip("cannot mount a tmpfs here")
+        filler = mnt / "filler"
+        fill(filler)
+        os.truncate(filler, filler.stat().st_size - 4 * MiB)  # 4 MiB free: less than the 12 MiB layer
+        target = registry_factory(extra_config={"storage": {"filesystem": {"rootdirectory": str(mnt / "storage")}}})
+        args = ["import", str(src.reference), "--to", target.host, "--pubkey", str(src.pub), "--state-dir",
+                str(tmp_path / "state"), "--retries", "20", "--upload-chunk-size", "1MiB"]
+        r = run_airgap(*args)
+        line = assert_error_line(r, target.host, "500", exit_code=EXIT_REGISTRY)
+        assert "no space left on the registry's storage" in line and "free space there" in line
+        refused = len(re.findall(r'" 500 ', target.log_text()))  # with retries: 20 for each blob refused
+        assert 1 <= refused <= len(src.manifest.blobs), f"{refused} answers 500: the full disk was retried"
+        filler.unlink()
+        r = run_airgap(*args)
+        for _ in range(10):  # manifests whose write the full disk cut short: the rerun names them
+            m = re.search(r"remove (docker/registry/v2/blobs/sha256/\S+/data) from its storage", r.stderr)
+            if r.returncode == 0 or not m:
+                break
+            assert_error_line(r, "cannot serve it", exit_code=EXIT_REGISTRY)
+            (mnt / "storage" / m[1]).unlink()
+            r = run_airgap(*args)
+        assert r.returncode == 0, r.output
+        for name in DEMO_IMAGE_NAMES:
+            assert skopeo_digest(f"{target.host}/{name}") == src.digests[name], name
+
+
 def test_journal_on_a_full_disk_is_a_clear_error(tmp_path: Path) -> None:
     """The export journal's own writes (a chunk's record, the rewrite on resume) on a full disk raise the same
     clear DiskFull error as the chunk writes, not a bare OSError."""

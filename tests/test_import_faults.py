@@ -970,6 +970,32 @@ def test_links_a_registry_crash_left_empty_are_mended(state: str, bundle: Bundle
     assert any(x.startswith("PUT /v2/demo/multi/manifests/1.0") for x in pushed), pushed
 
 
+@pytest.mark.parametrize("state", ["same-state", "fresh-state"])
+@pytest.mark.parametrize("cut", [0, 100])
+def test_a_manifest_whose_stored_bytes_a_cut_write_left_short_is_named(state: str, cut: int, bundle: Bundle,
+                                                                       registry: RegistryServer, run_airgap: RunAirgap,
+                                                                       tmp_path: Path) -> None:
+    """distribution writes a manifest's bytes in place; a full disk or a stop cuts the write short, and a push
+    of the same manifest keeps that file (it finds it), while the PUT is answered 201. The import asks for each
+    manifest it pushed, so it does not report success: it names the file to remove. After that the rerun
+    completes."""
+    args = import_args(bundle, registry.host, tmp_path / "state")
+    assert_complete(registry, bundle, run=run_airgap(*args))
+    base_a = bundle.image("demo/base-a:1.0").digest
+    data = registry.storage / "docker/registry/v2/blobs/sha256" / base_a.hex[:2] / base_a.hex / "data"
+    data.write_bytes(data.read_bytes()[:cut])
+    if state == "fresh-state":
+        args = import_args(bundle, registry.host, tmp_path / "state2")
+    r = run_airgap(*args)
+    line = assert_error_line(r, f"{registry.host}/demo/base-a", f"manifest {base_a}", "cannot serve it",
+                             exit_code=EXIT_REGISTRY)
+    assert f"remove docker/registry/v2/blobs/sha256/{base_a.hex[:2]}/{base_a.hex}/data from its storage" in line
+    assert data.stat().st_size == cut  # the push kept it
+    data.unlink()
+    r = run_airgap(*args)
+    assert_complete(registry, bundle, run=r)
+
+
 def test_torn_journal_line_hides_nothing_after_it(bundle: Bundle, registry: RegistryServer, run_airgap: RunAirgap,
                                                   tmp_path: Path) -> None:
     """A crash (power loss) in the middle of a journal write leaves a torn line: the next runs still work, and

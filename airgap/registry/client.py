@@ -25,7 +25,7 @@ from airgap.model.manifest import (
     referrer_entry,
 )
 from airgap.registry.auth import repo_scope
-from airgap.registry.session import Session, redact, registry_errors
+from airgap.registry.session import Session, redact, registry_errors, storage_full
 from airgap.streams import BlobOpener, take, verified
 
 log = logging.getLogger(__name__)
@@ -443,7 +443,7 @@ class RegistryClient:
             raise
         if resp.status_code in ok:
             return resp
-        if resp.status_code == 404 or resp.status_code >= 408:
+        if resp.status_code == 404 or (resp.status_code >= 408 and not storage_full(resp)):
             codes, text = registry_errors(resp)
             detail = " ".join(c for c in codes if c) or resp.reason_phrase
             suffix = f" ({text})" if text else ""

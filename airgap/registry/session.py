@@ -6,6 +6,7 @@ for the host (one connection pool, bounded by ``max_connections``).
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import logging
@@ -129,6 +130,24 @@ def _retry_after(resp: httpx.Response) -> float | None:
             return None
 
 
+NO_SPACE = "no space left on the registry's storage"
+
+
+def _no_space(detail: object) -> bool:
+    """Whether an error's ``detail`` says the registry's disk is full: distribution's filesystem driver puts the
+    errno there (``{"Enclosed": {"Op": "write", "Err": 28}}``), others the text."""
+    if isinstance(detail, dict):
+        return detail.get("Err") == errno.ENOSPC or any(_no_space(v) for v in detail.values())
+    if isinstance(detail, list):
+        return any(_no_space(v) for v in detail)
+    return isinstance(detail, str) and "no space left" in detail.lower()
+
+
+def storage_full(resp: httpx.Response) -> bool:
+    """A 5xx whose body says the registry's disk is full: retrying in a few seconds will not mend it."""
+    return resp.status_code >= 500 and "no space left" in registry_errors(resp)[1].lower()
+
+
 def registry_errors(resp: httpx.Response) -> tuple[tuple[str, ...], str]:
     """The error codes and a short text from a registry's error answer (JSON or plain)."""
     try:
@@ -141,6 +160,8 @@ def registry_errors(resp: httpx.Response) -> tuple[tuple[str, ...], str]:
         if isinstance(errors, list):
             codes = tuple(str(e.get("code", "")) for e in errors if isinstance(e, dict))
             msgs = [str(e.get("message", "")) for e in errors if isinstance(e, dict) and e.get("message")]
+            if any(_no_space(e.get("detail")) for e in errors if isinstance(e, dict)):
+                msgs.append(NO_SPACE)
             return codes, "; ".join(msgs)
     except ValueError:
         pass
@@ -386,7 +407,8 @@ class Session:
                           attempt, limit - 1, delay)
                 time.sleep(delay)
                 continue
-            if resp.status_code in RETRY_STATUSES and resp.status_code not in final and attempt < limit:
+            if (resp.status_code in RETRY_STATUSES and resp.status_code not in final and attempt < limit
+                    and not storage_full(resp)):
                 delay = policy.delay(attempt, _retry_after(resp))
                 log.debug("%s %s: %d, retry %d/%d in %.1fs", method, redact(url), resp.status_code,
                           attempt, limit - 1, delay)
@@ -472,6 +494,9 @@ class Session:
         if status == 429:
             return RegistryError(msg, hint="the registry is rate-limiting; wait a while and run again",
                                  retryable=True, **kw)
+        if status >= 500 and "no space left" in text.lower():
+            return RegistryError(msg, hint="free space there (or tell its admin), then run the same command again: "
+                                           "it resumes", **kw)
         if status >= 500:
             return RegistryError(msg, hint="the registry failed; run again later, or tell its admin",
                                  retryable=True, **kw)
