@@ -8,7 +8,7 @@ from airgap.model.digest import Digest
 from airgap.model.manifest import Manifest
 from airgap.model.platform import Platform
 from airgap.model.reference import Reference
-from airgap.registry.endpoints import RegistrySink, RegistrySource, index_referrers
+from airgap.registry.endpoints import RegistrySink, RegistrySource, check_servable, index_referrers
 from airgap.registry.pool import Registries
 from airgap.transfer.engine import TransferResult, transfer
 from airgap.transfer.events import Progress, ignore
@@ -47,6 +47,10 @@ def copy(registries: Registries, src: str, dst: str, *, platforms: tuple[Platfor
     result = CopyResult(**{f.name: getattr(moved, f.name) for f in fields(TransferResult)})
     if planned.referrers:
         _copy_referrers(registries, source, sink, planned, result, jobs)
+    host, repo = planned.request.target.host, planned.request.target.repository
+    pushed = {(host, m.digest): repo for m in planned.manifests}
+    pushed.update({(host, m.digest): repo for r in planned.referrers for m in r.manifests})
+    check_servable(registries, pushed, jobs)
     return result
 
 

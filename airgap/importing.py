@@ -24,7 +24,7 @@ from airgap.model.bundle import BundleImage, BundleManifest, BundleReferrer
 from airgap.model.digest import Digest
 from airgap.model.manifest import Descriptor, Manifest
 from airgap.model.reference import _COMPONENT, Reference, parse_host
-from airgap.registry.endpoints import RegistrySink, index_referrers
+from airgap.registry.endpoints import RegistrySink, check_servable, index_referrers
 from airgap.registry.pool import Registries
 from airgap.repair import Repairer
 from airgap.streams import BlobOpener
@@ -272,34 +272,15 @@ def _import_bundle(registries: Registries, reader: BundleReader, target: Target,
 
 
 def _check_servable(registries: Registries, manifest: BundleManifest, mapped: list[Mapped], jobs: int) -> None:
-    """Every manifest just pushed must come back (HEAD, once per manifest and target host).
-
-    distribution writes a manifest's bytes in place: a write cut short (its disk filled up, it was stopped) leaves
-    a short or empty file, which it then answers 500 for, and which no later push replaces (it finds the file and
-    keeps it). The PUT was answered 201 all the same, so only asking again shows it."""
-    checks: dict[tuple[str, Digest], str] = {}  # (host, digest) -> a repository that holds it
+    """Every manifest just pushed must come back: see :func:`airgap.registry.endpoints.check_servable`."""
+    pushed: dict[tuple[str, Digest], str] = {}  # (host, digest) -> a repository that holds it
     for m in mapped:
         for d in m.image.manifests:
-            checks.setdefault((m.target.host, d), m.target.repository)
+            pushed.setdefault((m.target.host, d), m.target.repository)
     for m, r, _ in referrer_targets(manifest, mapped):
         for d in r.manifests:
-            checks.setdefault((m.target.host, d), m.target.repository)
-
-    def servable(item: tuple[tuple[str, Digest], str]) -> bool:
-        (host, digest), repo = item
-        return registries.client(host).head_manifest(repo, str(digest), mend=True) == digest
-
-    items = list(checks.items())
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        broken = [item for item, ok in zip(items, pool.map(servable, items), strict=True) if not ok]
-    if broken:
-        (host, digest), repo = broken[0]
-        more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
-        raise RegistryError(
-            f"{host}/{repo}: the registry took manifest {digest}{more} but cannot serve it: its storage holds a "
-            "damaged copy, as a write cut short by a full disk or a stop leaves behind", registry=host, repository=repo,
-            hint=f"a push does not replace it; on distribution (registry:2) remove docker/registry/v2/blobs/sha256/"
-                 f"{digest.hex[:2]}/{digest.hex}/data from its storage, then run the same command again")
+            pushed.setdefault((m.target.host, d), m.target.repository)
+    check_servable(registries, pushed, jobs)
 
 
 def referrer_targets(manifest: BundleManifest, mapped: list[Mapped]) -> list[tuple[Mapped, BundleReferrer, int]]:

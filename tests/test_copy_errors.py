@@ -240,6 +240,19 @@ def test_connection_refused(registry: RegistryServer, run_airgap: Callable[..., 
     assert elapsed < 10, f"took {elapsed:.1f}s"
 
 
+def test_a_target_that_cannot_serve_a_manifest_it_took_is_named(registry: RegistryServer,
+                                                                 demo_registry: RegistryServer,
+                                                                 run_airgap: Callable[..., Any]) -> None:
+    """distribution keeps a manifest file a cut write left empty and answers the PUT of that manifest 201: the
+    copy asks for each manifest it pushed and names the file, instead of saying it copied the image."""
+    src, dst = demo_registry.ref("demo/multi:1.0"), registry.ref("demo/multi:1.0")
+    assert run_airgap("copy", src, dst).returncode == 0
+    digest = skopeo_digest(src).removeprefix("sha256:")
+    (registry.storage / "docker/registry/v2/blobs/sha256" / digest[:2] / digest / "data").write_bytes(b"")
+    line = assert_error_line(run_airgap("copy", src, dst), registry.host, "cannot serve it")
+    assert f"remove docker/registry/v2/blobs/sha256/{digest[:2]}/{digest}/data from its storage" in line
+
+
 # --------------------------------------------------------------------------- 6. transient faults, then success
 
 

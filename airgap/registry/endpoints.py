@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
+from airgap.errors import RegistryError
 from airgap.model.digest import Digest
 from airgap.model.manifest import REFERRER_TAG, Descriptor, Manifest, artifact_type_of, cosign_tags, fallback_tag
 from airgap.model.reference import Reference
@@ -96,3 +98,27 @@ def index_referrers(registries: Registries, by_subject: dict[tuple[str, str, Dig
         if not api[host] and client.add_fallback_referrers(repo, subject, manifests):
             written += 1
     return written
+
+
+def check_servable(registries: Registries, pushed: dict[tuple[str, Digest], str], jobs: int) -> None:
+    """Ask once more for each manifest just pushed (HEAD; keys (host, digest), values a repository that holds it).
+
+    distribution writes a manifest's bytes in place: a write cut short (its disk filled up, it was stopped) leaves
+    a short or empty file, which it then answers 500 for, and which no later push replaces (it finds the file and
+    keeps it). The PUT was answered 201 all the same, so only asking again shows it."""
+    items = list(pushed.items())
+
+    def servable(item: tuple[tuple[str, Digest], str]) -> bool:
+        (host, digest), repo = item
+        return registries.client(host).head_manifest(repo, str(digest), mend=True) == digest
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        broken = [item for item, ok in zip(items, pool.map(servable, items), strict=True) if not ok]
+    if broken:
+        (host, digest), repo = broken[0]
+        more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+        raise RegistryError(
+            f"{host}/{repo}: the registry took manifest {digest}{more} but cannot serve it: its storage holds a "
+            "damaged copy, as a write cut short by a full disk or a stop leaves behind", registry=host, repository=repo,
+            hint=f"a push does not replace it; on distribution (registry:2) remove docker/registry/v2/blobs/sha256/"
+                 f"{digest.hex[:2]}/{digest.hex}/data from its storage, then run the same command again")
