@@ -6,6 +6,7 @@ Every fixture stops what it started, also when the test fails. Fixtures that nee
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -125,6 +126,18 @@ def oci_image(tmp_path: Path) -> OciImage:
 # --------------------------------------------------------------------------- airgap itself
 
 AIRGAP = [sys.executable, "-m", "airgap.cli"]
+
+
+@contextlib.contextmanager
+def started(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """``airgap ARGS`` in the background (text pipes); killed and reaped if still running when the block ends."""
+    proc = subprocess.Popen(AIRGAP + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AIRGAP, RegistryFactory, RunAirgap
+from conftest import AIRGAP, RegistryFactory, RunAirgap, started
 from harness import RegistryServer, skopeo_copy, skopeo_digest
 
 from airgap.bundle.reader import BundleReader, read_signed_manifest
@@ -386,8 +386,7 @@ def test_a_second_export_into_the_same_directory_is_refused_while_the_first_runs
     out = tmp_path / "bundle"
     args = ["export", *[f"{proxy.host}/{n}" for n in DEMO_IMAGE_NAMES], "--output", str(out), "--key", str(key),
             "--chunk-size", "1MiB"]
-    first = subprocess.Popen(AIRGAP + args, env=airgap_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with started(args, airgap_env) as first:
         deadline = time.monotonic() + 30
         while not (out / ".airgap-export").exists() and time.monotonic() < deadline and first.poll() is None:
             time.sleep(0.02)
@@ -396,10 +395,6 @@ def test_a_second_export_into_the_same_directory_is_refused_while_the_first_runs
         assert f"another airgap run is writing to output directory {out}" in second.stderr
         assert first.poll() is None, "the first run ended before the second started: no overlap was tested"
         out_, err = first.communicate(timeout=120)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
     assert first.returncode == 0, out_ + err
     r = run_airgap("verify", str(out), "--pubkey", f"{key}.pub")
     assert r.returncode == 0, r.output

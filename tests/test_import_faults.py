@@ -45,7 +45,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
-from conftest import AIRGAP, FaultProxyFactory, RegistryFactory, Run, RunAirgap, require_tools
+from conftest import AIRGAP, FaultProxyFactory, RegistryFactory, Run, RunAirgap, require_tools, started
 from harness import FaultProxy, RegistryServer, skopeo_digest, start_registry
 
 from airgap.journal import ImportJournal
@@ -819,17 +819,12 @@ def test_ctrl_c_mid_patch_ends_the_patch_and_the_next_run_continues_the_session(
     proxy = fault_proxy_factory(registry.host)
     args = import_args(bundle_12m, proxy.host, state, "--upload-chunk-size", "1MiB")
     proxy.rate_limit(1 * MiB)  # a 1 MiB PATCH takes about a second
-    proc = _popen(airgap_env, args)
-    try:
+    with started(args, airgap_env) as proc:
         assert _wait_for(lambda: len(_patches_for(list(proxy.requests), large.repository)) >= 2, proc), \
             proc.communicate()
         time.sleep(0.3)  # inside the second PATCH
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 130, out + err
     assert "stopping: each upload in flight ends the part it is sending" in err and "Traceback" not in err
     assert err.rstrip().endswith("airgap: interrupted; run the same command again to resume"), err
@@ -866,8 +861,7 @@ def test_a_second_import_of_the_bundle_into_the_target_is_refused_while_the_firs
     proxy.rate_limit(1 * MiB)
     state = tmp_path / "state"
     args = import_args(bundle, proxy.host, state)
-    first = _popen(airgap_env, args)
-    try:
+    with started(args, airgap_env) as first:
         assert _wait_for(lambda: any(re.match(r"^(PUT|PATCH) /v2/.+/blobs/uploads/", x) for x in list(proxy.requests)),
                          first), first.communicate()
         second = run_airgap(*args)
@@ -876,10 +870,6 @@ def test_a_second_import_of_the_bundle_into_the_target_is_refused_while_the_firs
         assert first.poll() is None, "the first run ended before the second started: no overlap was tested"
         other = run_airgap(*import_args(bundle, f"{registry.host}/other", state))
         out, err = first.communicate(timeout=120)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
     assert first.returncode == 0, out + err
     assert_complete(registry, bundle)
     assert other.returncode == 0, other.output
