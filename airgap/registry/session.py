@@ -163,7 +163,7 @@ def registry_errors(resp: httpx.Response) -> tuple[tuple[str, ...], str]:
             if any(_no_space(e.get("detail")) for e in errors if isinstance(e, dict)):
                 msgs.append(NO_SPACE)
             return codes, "; ".join(msgs)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested beyond reason
         pass
     text = body[:200].decode("utf-8", "replace").strip().splitlines()
     return (), text[0] if text else ""

@@ -258,3 +258,20 @@ def test_a_check_before_a_push_takes_500_for_absent_at_once(status: int) -> None
     with pytest.raises(RegistryError, match=f"{status}"):
         client.has_blob("repo", DESC.digest)
     assert seen == ["HEAD"] * 3
+
+
+def test_a_full_registry_disk_is_recognised_and_not_retried() -> None:
+    """distribution's filesystem driver puts the errno in the error's detail; other registries the text."""
+    from airgap.registry.session import registry_errors, storage_full
+
+    enospc = (b'{"errors":[{"code":"UNKNOWN","message":"unknown error","detail":{"DriverName":"filesystem",'
+              b'"Enclosed":{"Op":"write","Path":"/var/lib/registry/x","Err":28}}}]}')
+    assert registry_errors(httpx.Response(500, content=enospc)) == (
+        ("UNKNOWN",), "unknown error; no space left on the registry's storage")
+    assert storage_full(httpx.Response(500, content=enospc))
+    assert storage_full(httpx.Response(507, content=b"write /data: no space left on device"))
+    other = b'{"errors":[{"code":"UNKNOWN","message":"unknown error","detail":{"Enclosed":{"Err":5}}}]}'
+    assert not storage_full(httpx.Response(500, content=other))
+    assert not storage_full(httpx.Response(400, content=enospc))  # only a failure of the registry's own
+    deep = b'{"errors":[{"detail":' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}]}"
+    assert registry_errors(httpx.Response(500, content=deep))[0] == ()  # read as text, not a crash
