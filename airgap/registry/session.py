@@ -130,6 +130,10 @@ def _retry_after(resp: httpx.Response) -> float | None:
             return None
 
 
+MAX_ANSWER = 16 * 1024 * 1024
+"""The most an answer that is read whole may hold (manifests are refused above 4 MiB anyway; tag lists, catalogs,
+tokens and errors are far smaller). Blobs are streamed, never read whole."""
+
 NO_SPACE = "no space left on the registry's storage"
 
 
@@ -148,12 +152,29 @@ def storage_full(resp: httpx.Response) -> bool:
     return resp.status_code >= 500 and "no space left" in registry_errors(resp)[1].lower()
 
 
+def _error_body(resp: httpx.Response, limit: int = 64 * 1024) -> bytes:
+    """The first ``limit`` bytes of an answer's body, read once (a streamed error answer is read no further)."""
+    try:
+        return resp.content[:limit]
+    except httpx.ResponseNotRead:
+        pass
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in resp.iter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                break
+    except httpx.HTTPError:
+        pass
+    resp._content = b"".join(chunks)[:limit]  # what the next look at this answer finds
+    return resp._content
+
+
 def registry_errors(resp: httpx.Response) -> tuple[tuple[str, ...], str]:
     """The error codes and a short text from a registry's error answer (JSON or plain)."""
-    try:
-        body = resp.read()
-    except httpx.HTTPError:
-        body = b""
+    body = _error_body(resp)
     try:
         obj = json.loads(body)
         errors = obj.get("errors") if isinstance(obj, dict) else None
@@ -379,7 +400,10 @@ class Session:
         resp = self._retrying(once, method, url, what=what, repository=repository,
                               tries=None if do_retry else 1, final=frozenset(final))
         if resp.status_code not in set(ok):
-            raise self.error(resp, what=what, repository=repository)
+            try:
+                raise self.error(resp, what=what, repository=repository)
+            finally:
+                resp.close()  # a streamed answer too: its connection goes back (or away) now
         return resp
 
     def _retrying(self, send: Any, method: str, url: str, *, what: str, repository: str = "",
@@ -450,7 +474,7 @@ class Session:
             if resp.status_code not in REDIRECTS or "location" not in resp.headers:
                 if not stream:
                     try:
-                        resp.read()
+                        self._read_bounded(resp)
                     finally:
                         resp.close()
                 return resp
@@ -464,6 +488,24 @@ class Session:
             current = nxt
         raise RegistryError(f"{self.host}: too many redirects for {redact(origin)}", registry=self.host,
                             hint="the registry's storage redirect is misconfigured; tell its admin")
+
+    def _read_bounded(self, resp: httpx.Response) -> None:
+        """``resp.read()``, but at most :data:`MAX_ANSWER` bytes: an answer that is read whole (a manifest, a tag
+        list, a token, an error) from a broken or hostile server must not take the memory with it."""
+        declared = resp.headers.get("content-length", "")
+        size = int(declared) if declared.isdigit() else 0
+        chunks: list[bytes] = []
+        for chunk in ([] if size > MAX_ANSWER else resp.iter_bytes()):
+            size += len(chunk)
+            if size > MAX_ANSWER:
+                break
+            chunks.append(chunk)
+        if size > MAX_ANSWER:
+            raise RegistryError(
+                f"{self.host}: the answer to {resp.request.method} {redact(resp.request.url)} is larger than "
+                f"{MAX_ANSWER // (1024 * 1024)} MiB", registry=self.host,
+                hint="whatever answered is not behaving as a registry; check the address, or tell its admin")
+        resp._content = b"".join(chunks)  # what Response.read() sets (it has no bound)
 
     def _subject(self, repository: str) -> str:
         return f"{self.host}/{repository} " if repository else ""

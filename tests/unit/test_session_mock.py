@@ -275,3 +275,39 @@ def test_a_full_registry_disk_is_recognised_and_not_retried() -> None:
     assert not storage_full(httpx.Response(400, content=enospc))  # only a failure of the registry's own
     deep = b'{"errors":[{"detail":' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}]}"
     assert registry_errors(httpx.Response(500, content=deep))[0] == ()  # read as text, not a crash
+
+
+def test_an_endless_answer_is_cut_at_the_bound_not_read_into_memory() -> None:
+    """A manifest, a tag list or an error answer is read whole; a broken or hostile server sending without end
+    (or a decompression bomb) gets one clear error once the bound is passed, for bodies with and without a
+    Content-Length."""
+    from airgap.registry import session as session_module
+
+    sent: list[int] = []
+
+    def endless() -> object:
+        block = b"x" * (1024 * 1024)
+        while True:
+            sent.append(len(block))
+            yield block
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/v2/":
+            return httpx.Response(200)
+        if req.url.path.endswith("/manifests/declared"):
+            return httpx.Response(200, headers={"content-length": str(1 << 40)}, content=iter([b"{}"]))
+        if req.url.path.endswith("/blobs/" + str(DESC.digest)):
+            return httpx.Response(500, content=endless())  # a streamed request's error answer
+        return httpx.Response(200, content=endless())
+
+    client = client_for(handler)
+    with pytest.raises(RegistryError, match="is larger than 16 MiB"):
+        client.get_manifest("repo", "endless")
+    assert sum(sent) <= session_module.MAX_ANSWER + (1 << 20)
+    sent.clear()
+    with pytest.raises(RegistryError, match="is larger than 16 MiB"):
+        client.get_manifest("repo", "declared")
+    sent.clear()
+    with pytest.raises(RegistryError), client.blob_reader("repo", DESC)(0) as chunks:
+        b"".join(chunks)
+    assert sum(sent) <= 2 * (1 << 20) * FAST.retry.tries  # each error answer read only to its first 64 KiB
