@@ -492,10 +492,9 @@ class Session:
     def _read_bounded(self, resp: httpx.Response) -> None:
         """``resp.read()``, but at most :data:`MAX_ANSWER` bytes: an answer that is read whole (a manifest, a tag
         list, a token, an error) from a broken or hostile server must not take the memory with it."""
-        declared = resp.headers.get("content-length", "")
-        size = int(declared) if declared.isdigit() else 0
+        size = 0  # what is read, not the Content-Length: a HEAD answer declares the size of what it has no body of
         chunks: list[bytes] = []
-        for chunk in ([] if size > MAX_ANSWER else resp.iter_bytes()):
+        for chunk in resp.iter_bytes():
             size += len(chunk)
             if size > MAX_ANSWER:
                 break

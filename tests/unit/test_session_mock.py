@@ -279,8 +279,7 @@ def test_a_full_registry_disk_is_recognised_and_not_retried() -> None:
 
 def test_an_endless_answer_is_cut_at_the_bound_not_read_into_memory() -> None:
     """A manifest, a tag list or an error answer is read whole; a broken or hostile server sending without end
-    (or a decompression bomb) gets one clear error once the bound is passed, for bodies with and without a
-    Content-Length."""
+    (or a decompression bomb) gets one clear error once the bound is passed."""
     from airgap.registry import session as session_module
 
     sent: list[int] = []
@@ -294,8 +293,8 @@ def test_an_endless_answer_is_cut_at_the_bound_not_read_into_memory() -> None:
     def handler(req: httpx.Request) -> httpx.Response:
         if req.url.path == "/v2/":
             return httpx.Response(200)
-        if req.url.path.endswith("/manifests/declared"):
-            return httpx.Response(200, headers={"content-length": str(1 << 40)}, content=iter([b"{}"]))
+        if req.method == "HEAD":  # declares the size of a blob it has no body of
+            return httpx.Response(200, headers={"content-length": str(1 << 40)})
         if req.url.path.endswith("/blobs/" + str(DESC.digest)):
             return httpx.Response(500, content=endless())  # a streamed request's error answer
         return httpx.Response(200, content=endless())
@@ -305,8 +304,7 @@ def test_an_endless_answer_is_cut_at_the_bound_not_read_into_memory() -> None:
         client.get_manifest("repo", "endless")
     assert sum(sent) <= session_module.MAX_ANSWER + (1 << 20)
     sent.clear()
-    with pytest.raises(RegistryError, match="is larger than 16 MiB"):
-        client.get_manifest("repo", "declared")
+    assert client.has_blob("repo", DESC.digest)  # a large Content-Length without a body is no answer to cut
     sent.clear()
     with pytest.raises(RegistryError), client.blob_reader("repo", DESC)(0) as chunks:
         b"".join(chunks)
