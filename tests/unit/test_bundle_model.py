@@ -98,6 +98,22 @@ def test_corrupt_chunk_is_named(tmp_path: Path) -> None:
         b"".join(chunks)
 
 
+def test_a_flipped_byte_of_a_layout_file_is_found_without_the_whole_chunk_check(tmp_path: Path) -> None:
+    """Files (``index.json``) carry no digest in the manifest, and zstd frames no checksum: reading one checks
+    the chunks that hold it whole, with or without ``verify_chunks`` (found by the slow property test)."""
+    m, d = build(tmp_path, [noise(9000)])
+    f = next(x for x in m.files if x.path == "index.json")
+    end = f.span.offset + sum(f.span.frames)
+    victim = d / m.chunks[(end - 1) // m.chunk_size].name
+    data = bytearray(victim.read_bytes())
+    at = data.rfind(b"{}")  # index.json's bytes, stored as they are in a raw block
+    data[at] ^= 1
+    victim.write_bytes(bytes(data))
+    for verify in (False, True):
+        with pytest.raises(BundleError, match=f"chunk {victim.name} is corrupt"):
+            BundleReader(m, [d], verify_chunks=verify).read_file("index.json")
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.binary(max_size=10000), min_size=1, max_size=5, unique=True), st.integers(1024, 9000),
        st.data())
