@@ -13,7 +13,6 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +39,7 @@ from airgap.signing import PrivateKey, sign
 from airgap.sources import OCI_PREFIX, Sources
 from airgap.transfer.events import BytesMoved, Notice, Planned, Progress, ignore
 from airgap.transfer.plan import ImageRequest, PlannedImage, ReferrerOptions, plan_image
+from airgap.workers import worker_pool
 
 SEGMENT_SIZE = 2 * 1024 * 1024
 DEFAULT_LEVEL = 3
@@ -140,8 +140,7 @@ def plan_members(sources: Sources, requests: list[ImageRequest], progress: Progr
     notices: list[str] = []
     # resolving an image is a chain of small requests (manifests, referrers, cosign tags): resolve several
     # images at once; their order in the bundle stays the order asked for
-    with ThreadPoolExecutor(max_workers=max(1, min(8, options.jobs if options else 4)),
-                            thread_name_prefix="airgap-plan") as pool:
+    with worker_pool(min(8, options.jobs if options else 4), "airgap-plan") as pool:
         plans = list(pool.map(lambda r: plan_image(sources, r, referrer_options), requests))
     for request, planned in zip(requests, plans, strict=True):
         if options is not None and options.require_signature and not planned.signed:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from airgap.streams import BlobOpener
 from airgap.transfer.engine import FailedImage, TransferResult, transfer
 from airgap.transfer.events import Event, ImageDone, Planned, Progress, ignore
 from airgap.transfer.plan import NO_REFERRERS, ImageRequest, PlannedImage, plan_image
+from airgap.workers import worker_pool
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ def check_relied(registries: Registries, manifest: BundleManifest, target: Targe
                 return [repo]
         return []
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="airgap-check") as pool:
+    with worker_pool(jobs, "airgap-check") as pool:
         found = dict(zip(need, pool.map(holders, need), strict=True))
     missing = [d for d, repos in found.items() if not repos]
     if missing:
@@ -377,7 +377,7 @@ def _still_there(registries: Registries, manifest: BundleManifest, mapped: list[
             return any(d.digest == expected for d in listed)
         return client.head_manifest(repo, ident, mend=True) == expected
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # each check once: images share blobs
+    with worker_pool(jobs, "airgap-check") as pool:  # each check once: images share blobs
         return all(pool.map(ok, dict.fromkeys(checks)))
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ from airgap.model.digest import Digest
 from airgap.model.manifest import Manifest
 from airgap.registry.client import RegistryClient
 from airgap.signing import PrivateKey, PublicKey, sign, verify
+from airgap.workers import worker_pool
 
 MAX_DEPTH = 4
 
@@ -92,7 +92,7 @@ def take_inventory(client: RegistryClient, prefix: str = "", repositories: Seque
             for digest, size in repo_blobs.items():
                 blobs.setdefault(digest, (size, set()))[1].add(rel)
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="airgap-inventory") as pool:
+    with worker_pool(jobs, "airgap-inventory") as pool:
         for future in [pool.submit(walk, n) for n in sorted(set(names))]:
             future.result()
     inventory = Inventory(

@@ -188,6 +188,29 @@ def test_inventory_of_named_repositories_and_its_signature(registry: RegistrySer
     assert "delta: relies on 2 blobs" in r.stdout, r.stdout
 
 
+def test_ctrl_c_on_inventory_leaves_no_file_and_does_not_speak_of_resuming(
+        registry: RegistryServer, tmp_path: Path, airgap_env: dict[str, str], fault_proxy_factory: Any) -> None:
+    """inventory keeps nothing to continue from: interrupted, it says so (not "resume") and writes no file."""
+    import signal
+    import time
+
+    from tests.conftest import started
+
+    push_image(registry, "dr/team/app", "v1", [BASE, APP1])
+    proxy = fault_proxy_factory(registry.host)
+    proxy.stall(60, times=10, match="/manifests/")
+    inv = tmp_path / "inv.json"
+    with started(["inventory", "--registry", f"{proxy.host}/dr", "--output", str(inv)], airgap_env) as proc:
+        deadline = time.monotonic() + 20
+        while proxy.pending_faults == 10 and time.monotonic() < deadline:  # until the manifest GET is held
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["airgap: interrupted; nothing was left half-done: run the same command again"]
+    assert not inv.exists() and list(tmp_path.glob("inv.json*")) == []
+
+
 def test_inventory_where_the_catalog_is_not_allowed(token_registry: RegistryServer, tmp_path: Path,
                                                     run_airgap: RunAirgap) -> None:
     """A token that never grants registry:catalog:*: one line that says to name the repositories with --repo;

@@ -400,6 +400,31 @@ def test_a_second_export_into_the_same_directory_is_refused_while_the_first_runs
     assert r.returncode == 0, r.output
 
 
+def test_ctrl_c_while_the_source_holds_a_manifest_request_stops_at_once(
+        demo_registry: RegistryServer, key: Path, tmp_path: Path, run_airgap: RunAirgap,
+        airgap_env: dict[str, str], fault_proxy_factory: Any) -> None:
+    """Planning resolves several images at once: a Ctrl-C while a stalled source holds one of those requests stops
+    the run then, not when the request times out, and the next run completes."""
+    proxy = fault_proxy_factory(demo_registry.host)
+    proxy.stall(60, times=50, match="/manifests/")
+    out = tmp_path / "bundle"
+    args = ["export", *[f"{proxy.host}/{n}" for n in DEMO_IMAGE_NAMES], "--output", str(out), "--key", str(key)]
+    with started(args, airgap_env) as proc:
+        deadline = time.monotonic() + 20
+        while proxy.pending_faults == 50 and time.monotonic() < deadline:  # until a manifest request is held
+            time.sleep(0.05)
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and time.monotonic() - t0 < 5, err
+    assert err.strip().splitlines() == ["airgap: interrupted; run the same command again to resume"]
+    proxy.clear()
+    r = run_airgap(*args)
+    assert r.returncode == 0, r.output
+    assert run_airgap("verify", str(out), "--pubkey", f"{key}.pub").returncode == 0
+
+
 def test_unwritable_output_is_a_clear_error(demo_registry: RegistryServer, key: Path, tmp_path: Path,
                                             run_airgap: RunAirgap) -> None:
     blocker = tmp_path / "a-file"

@@ -34,6 +34,9 @@ COMMANDS = {
     "inventory": "airgap.cli.inventory:inventory_cmd",
 }
 TALKS_TO_REGISTRIES = frozenset({"login", "copy", "export", "import", "inventory"})
+# Commands that leave work behind to continue; the others change nothing until they end (or only check)
+RESUMABLE = frozenset({"copy", "export", "import", "repair"})
+_invoked: dict[str, str] = {}
 
 
 class LazyGroup(click.Group):
@@ -86,6 +89,7 @@ def _flags() -> list[click.Parameter]:
 def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
     """Move container images across an air gap: signed, chunked, resumable bundles."""
     ctx.obj = {"debug": debug, "quiet": quiet}
+    _invoked["command"] = ctx.invoked_subcommand or ""
     if debug:
         _debug_logging()
 
@@ -114,11 +118,18 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, on_term)
 
 
+def _interrupted_line() -> str:
+    if _invoked.get("command", "") in RESUMABLE:
+        return "airgap: interrupted; run the same command again to resume"
+    return "airgap: interrupted; nothing was left half-done: run the same command again"
+
+
 def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
 def _main(argv: list[str] | None, debug: bool) -> int:
+    _invoked.clear()
     try:
         cli.main(args=argv, prog_name="airgap", standalone_mode=False)
     except AirgapError as exc:
@@ -127,7 +138,7 @@ def _main(argv: list[str] | None, debug: bool) -> int:
         click.echo(f"airgap: error: {exc}", err=True)
         return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("airgap: interrupted; run the same command again to resume", err=True)
+        click.echo(_interrupted_line(), err=True)
         sys.stdout.flush()
         sys.stderr.flush()
         # worker threads may be in the middle of a transfer: leave now (everything written is resumable)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from airgap.errors import RegistryError
 from airgap.model.digest import Digest
@@ -12,6 +11,7 @@ from airgap.model.reference import Reference
 from airgap.registry.client import UploadSessions
 from airgap.registry.pool import Registries
 from airgap.streams import BlobOpener
+from airgap.workers import worker_pool
 
 
 class RegistrySource:
@@ -112,7 +112,7 @@ def check_servable(registries: Registries, pushed: dict[tuple[str, Digest], str]
         (host, digest), repo = item
         return registries.client(host).head_manifest(repo, str(digest), mend=True) == digest
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    with worker_pool(jobs, "airgap-check") as pool:
         broken = [item for item, ok in zip(items, pool.map(servable, items), strict=True) if not ok]
     if broken:
         (host, digest), repo = broken[0]
