@@ -400,13 +400,15 @@ def test_a_second_export_into_the_same_directory_is_refused_while_the_first_runs
     assert r.returncode == 0, r.output
 
 
-def test_ctrl_c_while_the_source_holds_a_manifest_request_stops_at_once(
+@pytest.mark.parametrize("held", ["/manifests/", "/blobs/"])
+def test_ctrl_c_while_the_source_holds_a_request_stops_at_once(
         demo_registry: RegistryServer, key: Path, tmp_path: Path, run_airgap: RunAirgap,
-        airgap_env: dict[str, str], fault_proxy_factory: Any) -> None:
-    """Planning resolves several images at once: a Ctrl-C while a stalled source holds one of those requests stops
-    the run then, not when the request times out, and the next run completes."""
+        airgap_env: dict[str, str], fault_proxy_factory: Any, held: str) -> None:
+    """Planning resolves several images at once, and blobs are read ahead on several threads: a Ctrl-C while a
+    stalled source holds one of those requests stops the run then, not when the request times out (120 s), and
+    the next run completes."""
     proxy = fault_proxy_factory(demo_registry.host)
-    proxy.stall(60, times=50, match="/manifests/")
+    proxy.stall(60, times=50, match=held)
     out = tmp_path / "bundle"
     args = ["export", *[f"{proxy.host}/{n}" for n in DEMO_IMAGE_NAMES], "--output", str(out), "--key", str(key)]
     with started(args, airgap_env) as proc:

@@ -223,6 +223,7 @@ def ordered(producers: list[Callable[[], Iterator[T]]], *, jobs: int, depth: int
 
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="airgap-export")
     submitted = 0
+    finished = False
     try:
         for i in range(len(producers)):
             while submitted < len(producers) and submitted < i + max(1, jobs):
@@ -241,6 +242,7 @@ def ordered(producers: list[Callable[[], Iterator[T]]], *, jobs: int, depth: int
                     raise item.exc
                 yield item  # type: ignore[misc]
             del queues[i]
+        finished = True
     finally:
         # stop: producers see the flag within 0.2 s, also the head's (its queue is still in `queues`)
         cancel.set()
@@ -249,4 +251,6 @@ def ordered(producers: list[Callable[[], Iterator[T]]], *, jobs: int, depth: int
         for q in queues.values():
             while not q.empty():
                 q.get_nowait()
-        pool.shutdown(wait=True, cancel_futures=True)
+        # stopped early (an error, Ctrl-C, the consumer closed us): a producer may be in a read that a stalled
+        # source holds for minutes; it ends by itself once the read returns, and nobody waits for it
+        pool.shutdown(wait=finished, cancel_futures=True)
