@@ -154,7 +154,11 @@ def check_relied(registries: Registries, manifest: BundleManifest, target: Targe
                  jobs: int = 6) -> dict[Digest, list[str]]:
     """A delta bundle: check (HEAD) that every blob it relies on for the chosen images is in the target, in the
     image's repository or in another one to mount it from. Returns each relied-on digest's holders; raises
-    :class:`DeltaBaseMissing` before anything is pushed when some are nowhere."""
+    :class:`DeltaBaseMissing` before anything is pushed when some are nowhere.
+
+    A bundle base's hints are repositories without their registry: imported with ``--keep-source-host``, the
+    base's images landed below their registry's path component, which the hint lacks; then each of this bundle's
+    registries is tried (a delta comes from the sources of its base), and the hint as it is."""
     if not manifest.is_delta:
         return {}
     need: dict[Digest, list[str]] = {}
@@ -167,6 +171,9 @@ def check_relied(registries: Registries, manifest: BundleManifest, target: Targe
                     repos.append(m.target.repository)
                     users.setdefault(d, []).append(m.image.reference)
     client = registries.client(target.host)
+    kept_hosts = any(m.target.repository != "/".join(p for p in (target.prefix, m.image.repository) if p)
+                     for m in mapped)
+    hosts = sorted({_host_component(i.registry) for i in manifest.images if i.registry}) if kept_hosts else []
 
     def holders(digest: Digest) -> list[str]:
         found = [repo for repo in need[digest] if client.has_blob(repo, digest)]
@@ -176,9 +183,11 @@ def check_relied(registries: Registries, manifest: BundleManifest, target: Targe
         assert relied is not None
         inventory = manifest.bases[relied.base].kind == "inventory"  # its hints are full repository paths
         for hint in relied.repositories:
-            repo = hint if inventory or not target.prefix else f"{target.prefix}/{hint}"
-            if repo not in need[digest] and client.has_blob(repo, digest):
-                return [repo]
+            paths = [hint] if inventory else [*(f"{c}/{hint}" for c in hosts), hint]
+            for path in paths:
+                repo = path if inventory or not target.prefix else f"{target.prefix}/{path}"
+                if repo not in need[digest] and client.has_blob(repo, digest):
+                    return [repo]
         return []
 
     with worker_pool(jobs, "airgap-check") as pool:

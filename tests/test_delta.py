@@ -153,6 +153,27 @@ def test_delta_round_trip_with_inventory_and_since(registry: RegistryServer, reg
     assert r.returncode == 0, r.output
 
 
+def test_since_delta_into_a_target_that_keeps_the_source_host(registry: RegistryServer, registry2: RegistryServer,
+                                                               key: Path, tmp_path: Path, run_airgap: RunAirgap) -> None:
+    """With --keep-source-host the base's images land below their registry's path component, which a bundle
+    base's hints (repositories) lack: the relied-on blobs are found there, and a new repository mounts them."""
+    src = registry
+    push_image(src, "team/app", "v1", [BASE, APP1])
+    full, delta = tmp_path / "v1", tmp_path / "delta"
+    export(run_airgap, key, full, [f"{src.host}/team/app:v1"])
+    to = f"{registry2.host}/mirror"
+    r = run_airgap("import", str(full), "--to", to, "--pubkey", f"{key}.pub", "--keep-source-host")
+    assert r.returncode == 0, r.output
+    new = push_image(src, "team/new", "v1", [BASE, NEW])
+    export(run_airgap, key, delta, [f"{src.host}/team/new:v1"], "--since", str(full))
+    assert digest_of(BASE) not in stored(delta)
+    r = run_airgap("import", str(delta), "--to", to, "--pubkey", f"{key}.pub", "--keep-source-host", "--json")
+    assert r.returncode == 0, r.output
+    assert json.loads(r.stdout)["blobs"]["mounted"] == 1, r.stdout
+    host = src.host.replace(":", "-")
+    assert skopeo_digest(f"{registry2.host}/mirror/{host}/team/new:v1") == new
+
+
 def test_inventory_of_named_repositories_and_its_signature(registry: RegistryServer, key: Path, tmp_path: Path,
                                                           run_airgap: RunAirgap) -> None:
     app = push_image(registry, "dr/team/app", "v1", [BASE, APP1])
