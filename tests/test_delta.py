@@ -153,8 +153,8 @@ def test_delta_round_trip_with_inventory_and_since(registry: RegistryServer, reg
     assert r.returncode == 0, r.output
 
 
-def test_since_delta_into_a_target_that_keeps_the_source_host(registry: RegistryServer, registry2: RegistryServer,
-                                                               key: Path, tmp_path: Path, run_airgap: RunAirgap) -> None:
+def test_since_delta_into_a_target_that_keeps_the_source_host(
+        registry: RegistryServer, registry2: RegistryServer, key: Path, tmp_path: Path, run_airgap: RunAirgap) -> None:
     """With --keep-source-host the base's images land below their registry's path component, which a bundle
     base's hints (repositories) lack: the relied-on blobs are found there, and a new repository mounts them."""
     src = registry

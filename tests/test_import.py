@@ -188,6 +188,34 @@ def test_import_from_copied_media_dirs(bundle: Path, key: Path, registry2: Regis
     assert v.returncode == 0, v.output
 
 
+def test_a_damaged_copy_does_not_hide_a_good_copy_on_other_media(bundle: Path, key: Path, registry2: RegistryServer,
+                                                                  demo_registry: RegistryServer, tmp_path: Path,
+                                                                  run_airgap: RunAirgap) -> None:
+    """The same chunk in the bundle directory (damaged) and on another medium (good), as `repair --output` on
+    read-only media or a second copy of the media leaves it: verify and import use the good copy, and verify
+    names the damaged one. Both damaged: each copy is named."""
+    other = tmp_path / "copy 2"
+    other.mkdir()
+    chunk = sorted(bundle.glob("chunk-*.bin"))[1]
+    shutil.copy(chunk, other / chunk.name)
+    data = bytearray(chunk.read_bytes())
+    data[100] ^= 1
+    chunk.write_bytes(bytes(data))
+    v = run_airgap("verify", str(bundle), "--pubkey", f"{key}.pub", "--media", str(other))
+    assert v.returncode == 0, v.output
+    assert f"note: {chunk.name}: {chunk} is corrupt (sha256 differs); the good copy {other / chunk.name} is used" \
+        in v.stderr, v.stderr
+    r = do_import(run_airgap, bundle, key, registry2.host, tmp_path, "--media", str(other))
+    assert r.returncode == 0, r.output
+    for name in DEMO_IMAGE_NAMES:
+        assert skopeo_digest(f"{registry2.host}/{name}") == skopeo_digest(f"{demo_registry.host}/{name}")
+    (other / chunk.name).write_bytes(b"short")
+    v = run_airgap("verify", str(bundle), "--pubkey", f"{key}.pub", "--media", str(other))
+    assert v.returncode == 7, v.output
+    assert f"{chunk.name}: corrupt (sha256 differs in {chunk}; truncated, 5 of " in v.stderr, v.stderr
+    assert f"bytes in {other / chunk.name})" in v.stderr, v.stderr
+
+
 @pytest.mark.parametrize("slow", [False, True])
 def test_slow_media_are_read_once_through_the_page_cache(bundle: Path, key: Path, registry2: RegistryServer,
                                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -53,6 +53,8 @@ class ChunkReport:
     problems: list[ChunkProblem] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)  # files in the bundle directories that no manifest names
     renamed: dict[str, str] = field(default_factory=dict)  # missing chunk name -> the file that holds it
+    # a good chunk whose copy in an earlier directory is damaged -> which copies are damaged, which one is used
+    shadowed: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -95,6 +97,7 @@ class BundleReader:
         self._slow: dict[Path, bool] = {}  # medium (directory) -> slow, decided by the first check on it
         self._cached: set[str] = set()  # names of the chunks that passed their check through the page cache
         self._paths: dict[str, Path | None] = {}
+        self.shadowed: dict[str, str] = {}  # see ChunkReport.shadowed
         self._checked: dict[int, ChunkProblem | None] = {}
         self._locks: dict[int, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -158,21 +161,40 @@ class BundleReader:
                             "nothing from it was committed")
 
     def path(self, chunk: Chunk) -> Path | None:
+        """The copy of ``chunk`` to read: the first found, or the first good one once checked."""
         if chunk.name not in self._paths:
-            found = None
-            for d in self.dirs:
-                p = d / chunk.name
-                if p.is_file():
-                    found = p
-                    break
-            self._paths[chunk.name] = found
+            copies = self._copies(chunk)
+            self._paths[chunk.name] = copies[0] if copies else None
         return self._paths[chunk.name]
+
+    def _copies(self, chunk: Chunk) -> list[Path]:
+        return [p for d in self.dirs if (p := d / chunk.name).is_file()]
 
     # -- checking -----------------------------------------------------------------------------
     def check_chunk(self, chunk: Chunk) -> ChunkProblem | None:
-        p = self.path(chunk)
-        if p is None:
+        """Check the chunk's copies in order (the bundle directory, then each medium): the first good one is
+        the one read from then on, so that a damaged copy does not hide a good one on a later medium."""
+        copies = self._copies(chunk)
+        if not copies:
             return ChunkProblem(chunk, "missing")
+        bad: list[tuple[Path, ChunkProblem]] = []
+        for p in copies:
+            problem = self._check_copy(chunk, p)
+            if problem is None:
+                self._paths[chunk.name] = p
+                if bad:
+                    self.shadowed[chunk.name] = "; ".join(
+                        f"{q} is {b.kind} ({b.detail})" for q, b in bad) + f"; the good copy {p} is used"
+                return None
+            bad.append((p, problem))
+        if len(self.dirs) == 1:
+            return bad[0][1]
+        first = bad[0][1]  # name each copy: the operator must know which medium to copy again
+        first.detail = "; ".join(f"{b.detail} in {q}" if b.kind == first.kind else f"{b.kind}, {b.detail} in {q}"
+                                 for q, b in bad)
+        return first
+
+    def _check_copy(self, chunk: Chunk, p: Path) -> ChunkProblem | None:
         size = p.stat().st_size
         if size != chunk.size:
             kind = "truncated" if size < chunk.size else "oversized"
@@ -200,6 +222,7 @@ class BundleReader:
             problem = self.check_chunk(chunk)
             if problem:
                 report.problems.append(problem)
+        report.shadowed = dict(self.shadowed)
         known = {c.name for c in chunks} | {"manifest.json", "manifest.json.sig"}
         missing = {p.chunk.sha256: p.chunk.name for p in report.problems if p.kind == "missing"}
         for d in self.dirs:

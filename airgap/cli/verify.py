@@ -48,6 +48,8 @@ def verify_cmd(obj: dict[str, bool], directory: Path, pubkeys: tuple[Path, ...],
                 affects = f"parity of stripe {stripe.stripe}"
             affects += ", can be rebuilt" if stripe.repairable else ", cannot be rebuilt"
         click.echo(f"{p.chunk.name}: {what}{detail}; {affects}", err=True)
+    for name, bad in report.shadowed.items():
+        click.echo(f"note: {name}: {bad}: copy it over the damaged one", err=True)
     for extra in report.extra:
         if extra not in report.renamed.values():
             click.echo(f"note: {extra} is not part of the bundle", err=True)
