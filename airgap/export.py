@@ -116,7 +116,19 @@ def _describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     for key in ("chunk_size", "level", "segment_size", "referrers", "parity", "bases"):
         if old.get(key) != new.get(key):
             return f"{key.replace('_', ' ')} {old.get(key)} there, {new.get(key)} now"
+    try:
+        there, now = ({name: platforms for name, platforms in d["images"]} for d in (old, new))
+    except (KeyError, TypeError, ValueError):
+        return "a different list of images"
+    if there.keys() == now.keys():
+        for name, platforms in now.items():
+            if there[name] != platforms:
+                return _platforms_difference(name, there[name], platforms)
     return "a different list of images"
+
+
+def _platforms_difference(name: str, there: Sequence[str], now: Sequence[str]) -> str:
+    return f"platforms of {name}: {', '.join(sorted(there)) or 'all'} there, {', '.join(sorted(now)) or 'all'} now"
 
 
 def plan_members(sources: Sources, requests: list[ImageRequest], progress: Progress,
@@ -272,6 +284,31 @@ def check_output_dir(out_dir: Path) -> str:
     return "new"
 
 
+def output_status(registries: Registries, out_dir: Path, requests: list[ImageRequest], options: ExportOptions,
+                  key: PrivateKey | None) -> str:
+    """What an export of ``requests`` does with ``out_dir``: 'new', 'resume' (the interrupted export of the same
+    request) or 'complete' (it holds the bundle this run would write: nothing to do). Raises when it holds
+    something else. Without ``key`` (a dry run), the key a complete bundle was signed with is not compared."""
+    status = check_output_dir(out_dir)
+    key_now = request_key(requests, options)
+    if status == "complete":
+        manifest = BundleManifest.parse((out_dir / "manifest.json").read_bytes())
+        difference = _complete_difference(registries, manifest, requests, options, key)
+        if difference is not None:
+            raise InvalidInput(
+                f"output directory {out_dir} already holds a complete bundle ({manifest.bundle_id}) of other images "
+                f"or options ({difference})",
+                hint="choose an empty or new directory, or run it with that bundle's images and options")
+    if status == "resume":
+        state = json.loads((out_dir / STATE_DIR / "state.json").read_bytes())
+        if state.get("version") != STATE_VERSION or state.get("request") != key_now:
+            raise InvalidInput(
+                f"output directory {out_dir} holds an interrupted export of something else "
+                f"({_describe_difference(state.get('request', {}), key_now)})",
+                hint="run it with the same images and options to finish it, or choose another directory")
+    return status
+
+
 def export(registries: Registries, requests: list[ImageRequest], out_dir: Path, key: PrivateKey,
            options: ExportOptions, *, progress: Progress = ignore,
            on_plan: Callable[[list[BundleImage], int, int], None] | None = None) -> ExportResult:
@@ -310,26 +347,16 @@ def _export(registries: Registries, requests: list[ImageRequest], out_dir: Path,
             options: ExportOptions, progress: Progress,
             on_plan: Callable[[list[BundleImage], int, int], None] | None) -> ExportResult:
     sources = Sources(registries)
-    status = check_output_dir(out_dir)
+    status = output_status(registries, out_dir, requests, options, key)
     key_now = request_key(requests, options)
     if status == "complete":
         manifest = BundleManifest.parse((out_dir / "manifest.json").read_bytes())
-        wanted = {str(r.source) for r in requests}
-        have = {str(Reference(i.registry, i.repository, i.tag)) if i.registry else "" for i in manifest.images}
-        if manifest.chunk_size == options.chunk_size and wanted <= have | {""} and _same_parity(manifest, options):
-            # a run killed while removing its state after signing leaves some of it behind
-            shutil.rmtree(out_dir / STATE_DIR, ignore_errors=True)
-            return ExportResult(manifest, out_dir, 0, already_complete=True)
-        raise InvalidInput(f"output directory {out_dir} already holds a different bundle ({manifest.bundle_id})",
-                           hint="choose an empty or new directory")
+        # a run killed while removing its state after signing leaves some of it behind
+        shutil.rmtree(out_dir / STATE_DIR, ignore_errors=True)
+        return ExportResult(manifest, out_dir, 0, already_complete=True)
     state_path = out_dir / STATE_DIR / "state.json"
     if status == "resume":
         state = json.loads(state_path.read_bytes())
-        if state.get("version") != STATE_VERSION or state.get("request") != key_now:
-            raise InvalidInput(
-                f"output directory {out_dir} holds an interrupted export of something else "
-                f"({_describe_difference(state.get('request', {}), key_now)})",
-                hint="run it with the same images and options to finish it, or choose another directory")
         entries = [_Entry.from_json(e) for e in state["members"]]
         images = [_image_from_json(i) for i in state["images"]]
         referrers = [_referrer_from_json(r) for r in state.get("referrers", [])]
@@ -403,6 +430,44 @@ def _check_space(out_dir: Path, total: int, options: ExportOptions) -> None:
 
         raise BundleError(f"{out_dir} has {format_size(free)} free but the bundle needs up to {format_size(need)} more",
                           hint="free some space or choose other media; the export resumes from where it stopped")
+
+
+def _complete_difference(registries: Registries, manifest: BundleManifest, requests: list[ImageRequest],
+                         options: ExportOptions, key: PrivateKey | None) -> str | None:
+    """How the complete bundle in the output directory differs from the one this run would write; None if it
+    does not (nothing to do). Its manifest shows the options; the images are resolved again (their manifests,
+    not their blobs) and compared with it: digests, platforms, referrers, what a delta relies on. A tag moved
+    at the source since is a difference too."""
+    if key is not None and manifest.key_id != key.public.key_id:
+        return f"signed by key {manifest.key_id} there, {key.public.key_id} now"
+    shown = {"chunk_size": manifest.chunk_size, "level": manifest.compression_level,
+             "segment_size": manifest.segment_size}
+    key_now = request_key(requests, options)
+    for name, value in shown.items():
+        if key_now[name] != value:
+            return _describe_difference(shown, key_now)
+    if not _same_parity(manifest, options):
+        return "parity differs"
+    relied: dict[Digest, ReliedBlob] = {}
+    _, images, _, _, referrers = plan_members(Sources(registries), requests, ignore, options, relied)
+    there = {i.reference: i for i in manifest.images}
+    for img in images:
+        old = there.pop(img.reference, None)
+        if old is None:
+            return f"{img.reference} is not in it"
+        was, now = old.source_digest or old.digest, img.source_digest or img.digest  # at the source
+        if was != now:
+            return f"{img.reference} is {was} there, {now} now"
+        if old != img:
+            return f"{img.reference}: platforms {', '.join(old.platforms) or '-'} there, " \
+                   f"{', '.join(img.platforms) or '-'} now"
+    if there:
+        return f"{next(iter(there))} is in it, not asked for now"
+    if set(manifest.referrers) != set(referrers):
+        return f"{len(manifest.referrers)} referrers there, {len(referrers)} now"
+    if {r.digest for r in manifest.relies_on} != set(relied):
+        return "what it leaves out as a delta differs"
+    return None
 
 
 def _same_parity(manifest: BundleManifest, options: ExportOptions) -> bool:

@@ -108,6 +108,51 @@ def test_rerun_of_complete_export_does_nothing(demo_registry: RegistryServer, ke
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
+def test_rerun_into_a_complete_bundle_with_other_options_is_refused(demo_registry: RegistryServer, key: Path,
+                                                                    tmp_path: Path, run_airgap: RunAirgap) -> None:
+    """The directory holds the bundle this run would write, or the rerun is refused: not "nothing to do" for a
+    bundle of other platforms, options, key or images, nor after the tag moved at the source."""
+    multi = f"{demo_registry.host}/demo/multi:1.0"
+    out = tmp_path / "bundle"
+    base = ["export", multi, "--output", str(out), "--key", str(key), "--chunk-size", "1MiB"]
+    assert run_airgap(*base, "--platform", "linux/amd64").returncode == 0
+    other = tmp_path / "other.key"
+    assert run_airgap("keygen", str(other)).returncode == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    amd64 = ["--platform", "linux/amd64"]
+    for extra, says in [(["--platform", "linux/arm64"], "platforms linux/amd64 there, linux/arm64 now"),
+                        ([], "platforms linux/amd64 there, linux/amd64, linux/arm64 now"),
+                        ([*amd64, "--compression-level", "5"], "level 3 there, 5 now"),
+                        ([*amd64, "--key", str(other)], "signed by key"),
+                        ([*amd64, "--chunk-size", "2MiB"], "chunk size 1048576 there, 2097152 now"),
+                        ([*amd64, f"{demo_registry.host}/demo/base-a:1.0"], "demo/base-a:1.0 is not in it")]:
+        r = run_airgap(*base, *extra)
+        assert r.returncode == 2 and "nothing to do" not in r.output, (extra, r.output)
+        assert "already holds a complete bundle" in r.stderr and says in r.stderr, (extra, r.stderr)
+        assert r.stderr.count("\n") == 1, r.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    dry_base = ["export", multi, "--output", str(out), "--chunk-size", "1MiB", "--dry-run"]
+    dry = run_airgap(*dry_base)  # a dry run tells what the run would do with the directory
+    assert dry.returncode == 2 and "already holds a complete bundle" in dry.stderr, dry.output
+    dry = run_airgap(*dry_base, *amd64)
+    assert dry.returncode == 0 and "already holds this complete bundle: the export would do nothing" in dry.stdout
+    again = run_airgap(*base, *amd64)
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.output
+    # the tag moves at the source: the bundle is no longer what this command asks for
+    skopeo_copy(f"{demo_registry.host}/demo/base-b:1.0", f"{demo_registry.host}/demo/multi:1.0")
+    r = run_airgap(*base, *amd64)
+    assert r.returncode == 2 and f"{multi} is sha256:" in r.stderr, r.output
+
+
+def test_rerun_of_a_complete_export_by_digest_does_nothing(demo_registry: RegistryServer, key: Path, tmp_path: Path,
+                                                           run_airgap: RunAirgap) -> None:
+    digest = skopeo_digest(f"{demo_registry.host}/demo/multi:1.0")
+    args = ["export", f"{demo_registry.host}/demo/multi@{digest}", "--output", str(tmp_path / "b"), "--key", str(key)]
+    assert run_airgap(*args).returncode == 0
+    again = run_airgap(*args)
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.output
+
+
 def _wait_for_chunks(out: Path, n: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -230,6 +275,9 @@ def test_inspect(demo_registry: RegistryServer, key: Path, tmp_path: Path, run_a
 def test_platform_subset_export(demo_registry: RegistryServer, key: Path, tmp_path: Path,
                                 run_airgap: RunAirgap) -> None:
     out = tmp_path / "bundle"
+    dry = run_airgap("export", f"{demo_registry.host}/demo/multi:1.0", "--platform", "linux/arm64", "--output",
+                     str(out), "--dry-run")
+    assert dry.returncode == 0 and "the index digest changes" in dry.stderr, dry.output  # a dry run says so too
     r = run_airgap("export", f"{demo_registry.host}/demo/multi:1.0", "--platform", "linux/arm64", "--output",
                    str(out), "--key", str(key), "--chunk-size", "1MiB")
     assert r.returncode == 0, r.output

@@ -286,7 +286,8 @@ def test_interrupted_export_with_parity(registry: RegistryServer, fault_proxy_fa
     assert r.returncode == 0 and "2 parity chunks" in r.stdout, r.output
     assert run_airgap("verify", str(out), "--pubkey", f"{key}.pub").returncode == 0
     r = run_airgap("export", *args, "--parity", "1")
-    assert r.returncode == 2 and "already holds a different bundle" in r.stderr, r.output
+    assert r.returncode == 2 and "already holds a complete bundle" in r.stderr, r.output
+    assert "parity differs" in r.stderr, r.output
     r = run_airgap("export", *args, "--parity", "2")
     assert r.returncode == 0 and "nothing to do" in r.stdout, r.output
 

@@ -13,7 +13,15 @@ from airgap.cli.progress import ProgressBar
 from airgap.cli.verify import delta_summary
 from airgap.delta import Exclusions, exclusions, read_since
 from airgap.errors import AirgapError, InvalidInput
-from airgap.export import ExportOptions, expand_registry, expand_repository, export, make_requests, plan_members
+from airgap.export import (
+    ExportOptions,
+    expand_registry,
+    expand_repository,
+    export,
+    make_requests,
+    output_status,
+    plan_members,
+)
 from airgap.inputs import DEFAULT_CHUNK_SIZE, MEDIA_PRESETS, format_size, parse_chunk_size, parse_images_file
 from airgap.inventory import read_inventory
 from airgap.model.delta import ReliedBlob
@@ -24,7 +32,6 @@ from airgap.model.reference import Reference
 from airgap.registry import Registries
 from airgap.signing import load_private_key, load_public_key, read_passphrase
 from airgap.sources import OCI_PREFIX, Sources
-from airgap.transfer.events import ignore
 from airgap.transfer.plan import ImageRequest, ReferrerOptions
 
 
@@ -155,9 +162,10 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
         requests = collect_requests(registries, refs, images_file, repositories, registries_all, tag_regex,
                                     parse_platforms(platforms))
         if dry_run:
+            status = output_status(registries, output, requests, options, None)
             relied: dict[Digest, ReliedBlob] = {}
-            entries, images, before, _, referrers = plan_members(Sources(registries), requests, ignore, options,
-                                                                 relied)
+            entries, images, before, _, referrers = plan_members(
+                Sources(registries), requests, ProgressBar(quiet=True, desc="export"), options, relied)
             total = sum(e.size for e in entries)
             for img in images:
                 click.echo(f"{img.reference}  {img.digest}  {', '.join(img.platforms) or '-'}")
@@ -170,6 +178,9 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
                        + _parity_plan(total, size, parity_spec)
                        + (f"; a delta: {len(relied)} blobs ({format_size(sum(r.size for r in relied.values()))}) "
                           "left out" if relied else ""))
+            if status != "new":
+                click.echo(f"{output} already holds this complete bundle: the export would do nothing" if
+                           status == "complete" else f"{output} holds this export, interrupted: it would continue it")
             return
         assert key is not None
         log_path = audit_log or audit.default_audit_log()
