@@ -30,7 +30,7 @@ from airgap.locking import exclusive
 from airgap.model.bundle import BundleImage, BundleManifest, BundleReferrer, StoredBlob, StoredFile
 from airgap.model.delta import Base, ReliedBlob, parse_delta
 from airgap.model.digest import Digest
-from airgap.model.manifest import OCI_INDEX, Descriptor, Manifest
+from airgap.model.manifest import OCI_INDEX, Descriptor, Manifest, is_referrer_tag
 from airgap.model.parity import ParitySpec, StripeLayout
 from airgap.model.platform import Platform
 from airgap.model.reference import Reference
@@ -476,37 +476,80 @@ def _same_parity(manifest: BundleManifest, options: ExportOptions) -> bool:
     return manifest.parity.layout.parity == options.parity.per_stripe(manifest.parity.layout.data)
 
 
-def expand_repository(registries: Registries, name: str, tag_regex: str | None) -> list[Reference]:
+@dataclass
+class Expanded:
+    """The tags a ``--repository`` or ``--all-repositories`` names, and how many referrer tags it passed over."""
+
+    refs: list[Reference] = field(default_factory=list)
+    referrer_tags: int = 0
+
+
+def tag_pattern(tag_regex: str | None) -> re.Pattern[str] | None:
+    if tag_regex is None:
+        return None
+    try:
+        return re.compile(tag_regex)
+    except re.error as exc:
+        raise InvalidInput(f"--tag-regex {tag_regex!r} is not a valid regular expression ({exc})",
+                           hint="write a Python regular expression that matches whole tags, e.g. 'v1\\..*'") from None
+
+
+def _chosen_tags(tags: Sequence[str], pattern: re.Pattern[str] | None, out: Expanded) -> list[str]:
+    """The tags that match, but not those naming referrers (``sha256-<hex>.sig`` …): those travel with the image
+    they refer to, as its referrers (or not at all, with --no-referrers), not as images of their own."""
+    chosen = []
+    for t in sorted(tags):
+        if pattern is not None and not pattern.fullmatch(t):
+            continue
+        if is_referrer_tag(t):
+            out.referrer_tags += 1
+            continue
+        chosen.append(t)
+    return chosen
+
+
+def expand_repository(registries: Registries, name: str, tag_regex: str | None) -> Expanded:
     """Every tag of ``HOST/REPO`` (optionally only tags matching ``tag_regex``), sorted."""
+    pattern = tag_pattern(tag_regex)
+    if "/" not in name.strip("/"):
+        raise InvalidInput(f"--repository takes HOST/REPO, a registry and a repository in it: {name} names no "
+                           "repository", hint="for every repository of a registry, use --all-repositories HOST")
     ref = Reference.parse(name, default_tag=None)
     if ref.tag or ref.digest:
-        raise InvalidInput(f"--repository takes HOST/REPO without a tag: {name}")
-    pattern = re.compile(tag_regex) if tag_regex else None
-    tags = registries.client(ref.host).list_tags(ref.repository)
-    chosen = sorted(t for t in tags if pattern is None or pattern.fullmatch(t))
-    if not chosen:
+        raise InvalidInput(f"--repository takes HOST/REPO without a tag or digest: {name}")
+    out = Expanded()
+    tags = _chosen_tags(registries.client(ref.host).list_tags(ref.repository), pattern, out)
+    if not tags:
         raise InvalidInput(f"{name} has no tags" + (f" matching {tag_regex!r}" if tag_regex else ""),
                            hint="check the repository name and --tag-regex")
-    return [ref.with_tag(t) for t in chosen]
+    out.refs = [ref.with_tag(t) for t in tags]
+    return out
 
 
-def expand_registry(registries: Registries, host: str, tag_regex: str | None) -> list[Reference]:
+def expand_registry(registries: Registries, host: str, tag_regex: str | None) -> Expanded:
     """Every tag of every repository that ``host``'s catalog lists."""
+    pattern = tag_pattern(tag_regex)
+    if "/" in host.strip("/"):
+        raise InvalidInput(f"--all-repositories takes a registry HOST[:PORT], not a path: {host}",
+                           hint="for the tags of one repository, use --repository HOST/REPO")
     client = registries.client(host)
-    refs: list[Reference] = []
+    out = Expanded()
     for repo in sorted(client.catalog()):
-        pattern = re.compile(tag_regex) if tag_regex else None
-        refs.extend(Reference(host, repo, t) for t in sorted(client.list_tags(repo))
-                    if pattern is None or pattern.fullmatch(t))
-    return refs
+        out.refs.extend(Reference(host, repo, t) for t in _chosen_tags(client.list_tags(repo), pattern, out))
+    return out
 
 
 def make_requests(refs: list[tuple[Reference, tuple[Platform, ...]]]) -> list[ImageRequest]:
-    seen: set[str] = set()
-    out = []
+    """One request per image, in the order first named. An image named twice with different platforms takes
+    them all (and every platform when one of the two names none)."""
+    out: dict[str, ImageRequest] = {}
     for ref, platforms in refs:
-        if str(ref) in seen:
-            continue
-        seen.add(str(ref))
-        out.append(ImageRequest(ref, ref, platforms))
-    return out
+        first = out.get(str(ref))
+        if first is None:
+            out[str(ref)] = ImageRequest(ref, ref, platforms)
+        elif first.platforms and platforms:
+            merged = first.platforms + tuple(p for p in platforms if p not in first.platforms)
+            out[str(ref)] = replace(first, platforms=merged)
+        elif first.platforms:
+            out[str(ref)] = replace(first, platforms=())
+    return list(out.values())

@@ -328,6 +328,28 @@ def test_repository_and_catalog_exports(demo_registry: RegistryServer, key: Path
     r = run_airgap("export", "--repository", f"{demo_registry.host}/demo/multi", "--tag-regex", "nope.*",
                    "--output", str(tmp_path / "none"), "--key", str(key))
     assert r.returncode == 2 and "no tags matching" in r.stderr
+    for args, says in [(["--repository", f"{demo_registry.host}/demo/multi", "--tag-regex", "["],
+                        "--tag-regex '[' is not a valid regular expression"),
+                       (["--all-repositories", demo_registry.host, "--tag-regex", "("], "is not a valid regular"),
+                       ([f"{demo_registry.host}/demo/multi:1.0", "--tag-regex", "v.*"],
+                        "--tag-regex applies to --repository and --all-repositories"),
+                       (["--repository", demo_registry.host], f"{demo_registry.host} names no repository"),
+                       (["--all-repositories", f"{demo_registry.host}/demo"], "takes a registry HOST[:PORT], not a")]:
+        r = run_airgap("export", *args, "--output", str(tmp_path / "none"), "--dry-run")
+        assert r.returncode == 2 and says in r.stderr and r.stderr.count("\n") == 1, (args, r.output)
+
+
+def test_an_image_named_twice_with_different_platforms_takes_both(demo_registry: RegistryServer, tmp_path: Path,
+                                                                  run_airgap: RunAirgap) -> None:
+    multi = f"{demo_registry.host}/demo/multi:1.0"
+    listing = tmp_path / "images.yaml"
+    listing.write_text(f"images:\n  - ref: {multi}\n    platforms: [linux/amd64]\n"
+                       f"  - ref: {multi}\n    platforms: [LINUX/AArch64]\n")
+    r = run_airgap("export", "--images-file", str(listing), "--output", str(tmp_path / "b"), "--dry-run")
+    assert r.returncode == 0, r.output
+    assert f"{multi}  sha256:" in r.stdout and "linux/amd64, linux/arm64" in r.stdout, r.stdout
+    r = run_airgap("export", "--images-file", str(listing), multi, "--output", str(tmp_path / "b"), "--dry-run")
+    assert r.returncode == 0 and "only platforms" not in r.stderr, r.output  # named once for all platforms
 
 
 def test_debug_and_quiet_work_after_the_sub_command(demo_registry: RegistryServer, key: Path, tmp_path: Path,

@@ -198,6 +198,25 @@ def test_referrer_options_and_require_signature(registry: RegistryServer, regist
     assert r.returncode == 2 and "cannot be combined" in r.stderr
 
 
+def test_a_whole_repository_carries_referrer_tags_as_referrers_not_as_images(
+        registry: RegistryServer, registry2: RegistryServer, signed: dict[str, Any], key: Path, tmp_path: Path,
+        run_airgap: RunAirgap) -> None:
+    """--repository lists the tags sha256-<hex>.sig and sha256-<hex> (the fallback index) too: they are not
+    images. They travel with their subject as its referrers, and --no-referrers leaves them out."""
+    repo = signed["repo"]
+    out = tmp_path / "all"
+    r = export(run_airgap, key, out, "--repository", f"{registry.host}/{repo}")
+    assert "3 tag(s) in the form sha256-<digest>" in r.stderr, r.output  # the .sig and two fallback indexes
+    images = json.loads(run_airgap("inspect", str(out), "--json").stdout)["images"]
+    assert [i["tag"] for i in images] == ["v1"] and len(images[0]["referrers"]) == 3
+    out = tmp_path / "none"
+    r = export(run_airgap, key, out, "--repository", f"{registry.host}/{repo}", "--no-referrers")
+    assert "(not at all, with --no-referrers)" in r.stderr, r.output
+    do_import(run_airgap, out, key, registry2.host, tmp_path / "state")
+    with registry2.client() as c:
+        assert c.get(f"/v2/{repo}/tags/list").json()["tags"] == ["v1"]
+
+
 def test_every_manifest_format_round_trips(registry: RegistryServer, registry2: RegistryServer, key: Path,
                                            tmp_path: Path, run_airgap: RunAirgap) -> None:
     """What tests/test_import.py does not cover already (OCI and Docker manifests and lists, digest-only

@@ -37,7 +37,7 @@ from airgap.transfer.plan import ImageRequest, ReferrerOptions
 
 def collect_requests(registries: Registries, refs: tuple[str, ...], images_file: Path | None,
                      repositories: tuple[str, ...], registries_all: tuple[str, ...], tag_regex: str | None,
-                     platforms: tuple[Platform, ...]) -> list[ImageRequest]:
+                     platforms: tuple[Platform, ...], no_referrers: bool = False) -> list[ImageRequest]:
     specs: list[tuple[str, tuple[Platform, ...]]] = [(r, platforms) for r in refs]
     if images_file is not None:
         for spec in parse_images_file(images_file):
@@ -49,14 +49,23 @@ def collect_requests(registries: Registries, refs: tuple[str, ...], images_file:
             resolved.extend((r, plats) for r in sources.layout_refs(text))
         else:
             resolved.append((Reference.parse(text), plats))
-    for repo in repositories:
-        resolved.extend((r, platforms) for r in expand_repository(registries, repo, tag_regex))
+    if tag_regex is not None and not (repositories or registries_all):
+        raise InvalidInput("--tag-regex applies to --repository and --all-repositories, and neither is given",
+                           hint="add --repository HOST/REPO or --all-repositories HOST, or drop --tag-regex")
+    expanded = [expand_repository(registries, repo, tag_regex) for repo in repositories]
     for host in registries_all:
         found = expand_registry(registries, host, tag_regex)
-        if not found:
+        if not found.refs:
             raise InvalidInput(f"the catalog of {host} lists no tagged images",
                                hint="check the host, and that the credentials may list the catalog")
-        resolved.extend((r, platforms) for r in found)
+        expanded.append(found)
+    for e in expanded:
+        resolved.extend((r, platforms) for r in e.refs)
+    passed_over = sum(e.referrer_tags for e in expanded)
+    if passed_over:
+        click.echo(f"note: {passed_over} tag(s) in the form sha256-<digest>[.sig|.att|.sbom] name signatures, "
+                   f"attestations or SBOMs, not images: they travel with the images they refer to"
+                   + (" (not at all, with --no-referrers)" if no_referrers else ""), err=True)
     if not resolved:
         raise InvalidInput("no images to export",
                            hint="name images as arguments, with --images-file, --repository or --all-repositories")
@@ -160,7 +169,7 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
                             exclude=_exclusions(inventories, inventory_pubkeys, since))
     with make_registries(insecure, ca_certs, jobs, retries, keychain_with([])) as registries:
         requests = collect_requests(registries, refs, images_file, repositories, registries_all, tag_regex,
-                                    parse_platforms(platforms))
+                                    parse_platforms(platforms), no_referrers)
         if dry_run:
             status = output_status(registries, output, requests, options, None)
             relied: dict[Digest, ReliedBlob] = {}

@@ -7,6 +7,7 @@ and is never recomputed from a re-serialisation.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,6 +192,15 @@ SIGNATURE_TYPES = (
 def fallback_tag(digest: Digest) -> str:
     """The referrers tag schema: ``sha256-<hex>`` names the index listing ``digest``'s referrers."""
     return f"{digest.algorithm}-{digest.hex}"
+
+
+_REFERRER_TAG_RE = re.compile(r"sha256-[0-9a-f]{64}(?:\.sig|\.att|\.sbom)?")
+
+
+def is_referrer_tag(tag: str) -> bool:
+    """A tag that names no image but the referrers of one: cosign's ``sha256-<hex>.sig`` (``.att``, ``.sbom``)
+    or the referrers tag schema's index ``sha256-<hex>``."""
+    return _REFERRER_TAG_RE.fullmatch(tag) is not None
 
 
 def cosign_tags(digest: Digest) -> tuple[str, ...]:

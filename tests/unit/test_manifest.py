@@ -88,6 +88,14 @@ def test_platform() -> None:
     assert Platform.parse("linux/arm64").matches(Platform("linux", "arm64", "v8"))
     assert not Platform.parse("linux/arm64/v7").matches(Platform("linux", "arm64", "v8"))
     assert str(Platform.parse("linux/arm/v7")) == "linux/arm/v7"
+    # an entry without a variant has its architecture's default; case and the usual aliases are accepted
+    assert Platform.parse("linux/arm64/v8").matches(Platform("linux", "arm64"))
+    assert not Platform.parse("linux/arm64/v9").matches(Platform("linux", "arm64"))
+    assert Platform.parse("LINUX/AMD64").matches(Platform("linux", "amd64"))
+    assert Platform.parse("linux/x86_64") == Platform("linux", "amd64")
+    assert Platform.parse("linux/aarch64").matches(Platform("linux", "arm64", "v8"))
+    assert Platform.parse("linux/armhf") == Platform("linux", "arm", "v7")
+    assert not Platform.parse("linux/armhf").matches(Platform("linux", "arm", "v6"))
     for bad in ("linux", "a/b/c/d", "/amd64", ""):
         with pytest.raises(InvalidInput):
             Platform.parse(bad)
