@@ -52,6 +52,7 @@ GiB = 1024 * MiB
 
 DEFAULT_CHUNK_SIZE = GiB
 MIN_CHUNK_SIZE = MiB
+MAX_CHUNK_SIZE = 1 << 50  # the bundle format's bound on every size (1 PiB)
 MAX_IMAGES_FILE = 10 * MiB
 
 #: Usable bytes per medium: the raw capacity less a margin for the file system's own structures.
@@ -102,6 +103,9 @@ def parse_chunk_size(text: str) -> int:
             f"chunk size {text!r} is {format_size(size)}, below the minimum of {format_size(MIN_CHUNK_SIZE)}",
             hint=f"give at least {format_size(MIN_CHUNK_SIZE)}, e.g. 1G or a preset such as dvd",
         )
+    if size > MAX_CHUNK_SIZE:
+        raise InvalidInput(f"chunk size {text!r} is above the maximum of {format_size(MAX_CHUNK_SIZE)}",
+                           hint="give the size of the media, e.g. 4GiB or a preset such as bd50")
     return size
 
 

@@ -115,7 +115,11 @@ def test_export_writes_parity_listed_in_the_signed_manifest(parity_2m: Bundle, r
     assert "parity: 2 chunks (2 MiB), 2 for each of 1 stripe" in run_airgap("inspect", str(parity_2m.dir)).stdout
     dry = run_airgap("export", parity_2m.source.ref("demo/large:1.0"), "--output", "/nonexistent", "--dry-run",
                      "--chunk-size", "1MiB", "--parity", "10%")
-    assert dry.returncode == 0 and "plus 1 parity chunks" in dry.stdout, dry.output
+    assert dry.returncode == 0 and "plus 1 parity chunk" in dry.stdout, dry.output
+    dry = run_airgap("export", parity_2m.source.ref("demo/large:1.0"), "--output", "/nonexistent", "--dry-run",
+                     "--chunk-size", "cd", "--parity", "1")
+    assert dry.returncode == 0 and "1 chunk (1 cd media)" in dry.stdout, dry.output
+    assert "plus 1 parity chunk (1 more cd media)" in dry.stdout, dry.output  # parity goes on other media
 
 
 def test_verify_says_what_parity_can_rebuild(bundle: Bundle, run_airgap: RunAirgap) -> None:

@@ -91,7 +91,10 @@ def _parity_plan(total: int, chunk_size: int, spec: ParitySpec | None) -> str:
     if spec is None:
         return ""
     layout = StripeLayout.plan(max(1, -(-total // chunk_size)), spec)
-    return f", plus {layout.stripes * layout.parity} parity chunks"
+    n = layout.stripes * layout.parity
+    presets = {v: k for k, v in MEDIA_PRESETS.items()}
+    media = f" ({n} more {presets[chunk_size]} media)" if chunk_size in presets else ""
+    return f", plus {n} parity chunk{'s' if n != 1 else ''}{media}"
 
 
 @click.command("export")

@@ -123,7 +123,7 @@ def inspect_json(m: BundleManifest, signer: str | None) -> dict[str, Any]:
 
 @click.command("inspect")
 @click.argument("directory", type=DIR)
-@click.option("--json", "as_json", is_flag=True, help="Print a stable JSON document (see docs/bundle-format.md).")
+@click.option("--json", "as_json", is_flag=True, help="Print a stable JSON document (see docs/json-output.md).")
 @click.option("--pubkey", "pubkeys", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Check the signature with this key first (repeatable).")
 def inspect_cmd(directory: Path, as_json: bool, pubkeys: tuple[Path, ...]) -> None:

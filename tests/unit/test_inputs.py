@@ -101,6 +101,9 @@ def test_chunk_size_minimum() -> None:
         parse_chunk_size("0")
     with pytest.raises(InvalidInput, match="invalid size"):
         parse_chunk_size("lots")
+    assert parse_chunk_size("1024TiB") == 1 << 50  # the bundle format's bound; above it, refused at once
+    with pytest.raises(InvalidInput, match="above the maximum of 1024 TiB"):
+        parse_chunk_size("2000T")
 
 
 @pytest.mark.parametrize(
