@@ -10,6 +10,7 @@ state directory (the media may be read-only) as soon as it finds the chunk missi
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import threading
@@ -18,6 +19,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from airgap.bundle.files import NotWritable
 from airgap.bundle.parity import NotRepairable, Source, SourceCorrupt, Target, make_dir, rebuild_stripe
 from airgap.bundle.reader import BundleReader, ChunkProblem, read_signed_manifest
 from airgap.bundle.writer import chunk_intact
@@ -110,6 +112,11 @@ def repair_bundle(directory: Path, trusted: Sequence[PublicKey], media: Sequence
                             "damaged chunk(s) cannot be rebuilt",
                             hint="copy them again from the source bundle (see `airgap verify`); bundles exported "
                                  "with --parity N can be repaired")
+    if output is None and not os.access(directory, os.W_OK):
+        raise NotWritable(f"cannot write rebuilt chunks into {directory}: it is read-only (media such as a DVD, or "
+                          "a read-only mount)",
+                          hint="rebuild them into another directory with --output DIR, then pass --media DIR to "
+                               "verify and import")
     make_dir(out)
     problems = {p.chunk.name: p for p in report.problems}
     for damage in parity.damage(manifest.chunks, problems):

@@ -12,12 +12,14 @@ Seeds are printed; ``AIRGAP_PARITY_SEED=N`` replays a run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import os
 import random
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -189,6 +191,46 @@ def test_repair_cli_into_another_directory(bundle: Bundle, run_airgap: RunAirgap
     r = run_airgap("repair", str(bundle.dir), "--pubkey", str(bundle.pub))
     assert r.returncode == 0 and "every chunk is intact; nothing to repair" in r.stdout, r.output
     assert run_airgap("verify", str(bundle.dir), "--pubkey", str(bundle.pub)).returncode == 0
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[bool]:
+    """``path`` bind-mounted read-only onto itself (True), as a DVD or a read-only USB mount is; False when
+    mounting is not allowed here (root can write through any mode bits, so chmod cannot stand in)."""
+    mounted = subprocess.run(["mount", "--bind", str(path), str(path)], capture_output=True).returncode == 0
+    try:
+        if mounted:
+            mounted = subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], capture_output=True
+                                     ).returncode == 0
+        yield mounted and not os.access(path, os.W_OK)
+    finally:
+        if mounted or path.is_mount():
+            subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_read_only_media_are_repaired_into_another_directory(bundle: Bundle, registry: RegistryServer,
+                                                             run_airgap: RunAirgap, tmp_path: Path) -> None:
+    """The runbook for a damaged DVD: verify says to rebuild with --output; repair in place says the same, in one
+    line; the rebuilt copy then stands in for the damaged one in verify and import (the media never written)."""
+    damage(bundle.chunk(1), "flip")
+    damaged = snapshot(bundle.dir)
+    out = tmp_path / "rebuilt"
+    with read_only(bundle.dir) as ro:
+        if not ro:
+            pytest.skip("a read-only bind mount needs root")
+        v = run_airgap("verify", str(bundle.dir), "--pubkey", str(bundle.pub))
+        assert v.returncode == 7 and "--output DIR" in v.stderr and "--media DIR" in v.stderr, v.output
+        r = run_airgap("repair", str(bundle.dir), "--pubkey", str(bundle.pub))
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.output
+        assert f"cannot write rebuilt chunks into {bundle.dir}: it is read-only" in r.stderr and "--output" in r.stderr
+        r = run_airgap("repair", str(bundle.dir), "--pubkey", str(bundle.pub), "--output", str(out))
+        assert r.returncode == 0, r.output
+        v = run_airgap("verify", str(bundle.dir), "--pubkey", str(bundle.pub), "--media", str(out))
+        assert v.returncode == 0 and "the good copy" in v.stderr, v.output
+        r = run_airgap("import", str(bundle.dir), "--media", str(out), "--to", registry.host, "--pubkey",
+                       str(bundle.pub), "--state-dir", str(tmp_path / "state"), "--json")
+        assert r.returncode == 0 and json.loads(r.stdout)["repaired_chunks"] == [], r.output
+    assert snapshot(bundle.dir) == damaged
 
 
 def test_three_lost_chunks_are_named_with_the_limit(bundle: Bundle, run_airgap: RunAirgap) -> None:

@@ -13,6 +13,12 @@ class BundleError(AirgapError):
     exit_code = 6
 
 
+class NotWritable(BundleError):
+    exit_code = 2  # the user's choice of directory (read-only media, permissions), not the bundle
+
+    default_hint = "choose a directory you can write to, or fix its permissions"
+
+
 class DiskFull(BundleError):
     default_hint = "free some space (or use other media) and run the same command again: it resumes"
 
@@ -29,6 +35,5 @@ def os_error(exc: OSError, doing: str) -> BundleError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return DiskFull(f"no space left {doing} ({exc.strerror})")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return BundleError(f"permission denied {doing} ({exc.strerror})",
-                           hint="choose a directory you can write to, or fix its permissions")
+        return NotWritable(f"permission denied {doing} ({exc.strerror})")
     return BundleError(f"I/O error {doing}: {exc.strerror or exc}", hint="check the disk or media, then run again")

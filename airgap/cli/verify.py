@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 from typing import Any, NoReturn
@@ -77,6 +78,11 @@ def _parity_verdict(result: VerifyResult, directory: Path, pubkeys: tuple[Path, 
     command = " ".join(["airgap repair", shlex.quote(str(directory)),
                         *(f"--pubkey {shlex.quote(str(p))}" for p in pubkeys),
                         *(f"--media {shlex.quote(str(d))}" for d in media)])
+    if not os.access(directory, os.W_OK):  # read-only media: the rebuilt chunks go elsewhere
+        command += " --output DIR"
+        raise BundleDamaged(f"{damaged}; parity can rebuild every one of them",
+                            hint=f"run `{command}` (DIR: a directory you can write to), then verify again with "
+                                 "--media DIR")
     raise BundleDamaged(f"{damaged}; parity can rebuild every one of them",
                         hint=f"run `{command}`, then verify again")
 
