@@ -260,15 +260,11 @@ def _import_bundle(registries: Registries, reader: BundleReader, target: Target,
     if unplanned:
         order = {str(m.request.target): n for n, m in enumerate(mapped)}
         result.transfer.failed = sorted(result.transfer.failed + unplanned, key=lambda f: order.get(f.target, 0))
-    for failure in result.transfer.failed:
-        if isinstance(failure.error, RegistryError):
-            raise failure.error
+    _stop_on_registry_error(result, mapped)
     failed = {f.target for f in result.transfer.failed}
     _push_referrers(registries, source, JournaledSink(registries, journal, holders), reader.manifest,
                     [m for m in mapped if str(m.request.target) not in failed], result, jobs, progress)
-    for failure in result.transfer.failed:
-        if isinstance(failure.error, RegistryError):
-            raise failure.error
+    _stop_on_registry_error(result, mapped)
     _check_servable(registries, reader.manifest, [m for m in mapped if str(m.request.target) not in failed], jobs)
     if repairer is not None:
         result.repaired = list(repairer.rebuilt)
@@ -278,6 +274,16 @@ def _import_bundle(registries: Registries, reader: BundleReader, target: Target,
             repairer.cleanup()
     result.seconds = time.monotonic() - t0
     return result
+
+
+def _stop_on_registry_error(result: ImportResult, mapped: list[Mapped]) -> None:
+    """A registry error that no image got past (the registry down, credentials refused) is the import's error.
+    When other images got in, it concerned those images only (no permission on their repositories, say): they
+    are reported as left out, with the images that got in, like images whose content is damaged."""
+    assert result.transfer is not None
+    errors = [f.error for f in result.transfer.failed if isinstance(f.error, RegistryError)]
+    if errors and len({f.target for f in result.transfer.failed}) >= len(mapped):
+        raise errors[0]
 
 
 def _check_servable(registries: Registries, manifest: BundleManifest, mapped: list[Mapped], jobs: int) -> None:

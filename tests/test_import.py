@@ -188,6 +188,30 @@ def test_import_from_copied_media_dirs(bundle: Path, key: Path, registry2: Regis
     assert v.returncode == 0, v.output
 
 
+def test_an_image_the_credentials_may_not_push_is_left_out_and_named(bundle: Path, key: Path,
+                                                                     token_registry: RegistryServer,
+                                                                     demo_registry: RegistryServer, tmp_path: Path,
+                                                                     run_airgap: RunAirgap) -> None:
+    """No push permission on one repository: the other images are imported and recorded (JSON, audit log), and
+    the one left out is named (exit 8); the import does not end as if nothing had been done."""
+    server = token_registry.token_server
+    assert server is not None
+    server.policy = lambda user, kind, name, actions, srv: [
+        a for a in actions if not (name == "demo/large" and a == "push")]
+    r = run_airgap("import", str(bundle), "--to", token_registry.host, "--pubkey", f"{key}.pub", "--state-dir",
+                   str(tmp_path / "state"), "--username", "alice", "--json", env={"AIRGAP_PASSWORD": "s3cret-pass"})
+    assert r.returncode == 8, r.output
+    doc = json.loads(r.stdout)
+    status = {i["source"].split("/", 1)[1]: i["status"] for i in doc["images"]}
+    assert status.pop("demo/large:1.0") == "failed" and set(status.values()) == {"ok"}, doc["images"]
+    assert f"{token_registry.host}/demo/large" in r.stderr.strip().splitlines()[-1], r.stderr
+    record = json.loads((tmp_path / "state" / "audit.jsonl").read_text().splitlines()[-1])
+    assert sum(i["status"] == "ok" for i in record["images"]) == len(DEMO_IMAGE_NAMES) - 1
+    creds = "alice:s3cret-pass"
+    assert skopeo_digest(f"{token_registry.host}/demo/base-a:1.0", creds=creds) == \
+        skopeo_digest(f"{demo_registry.host}/demo/base-a:1.0")
+
+
 def test_a_damaged_copy_does_not_hide_a_good_copy_on_other_media(bundle: Path, key: Path, registry2: RegistryServer,
                                                                   demo_registry: RegistryServer, tmp_path: Path,
                                                                   run_airgap: RunAirgap) -> None:
