@@ -70,6 +70,16 @@ def _host_component(host: str) -> str:
     return comp or "registry"
 
 
+def _names(i: BundleImage) -> set[str]:
+    """What ``--image`` may call an image: its reference, with or without its registry, tag or digest."""
+    names = {i.repository, f"{i.repository}@{i.digest}", str(i.digest)}
+    if i.tag:
+        names.add(f"{i.repository}:{i.tag}")
+    if i.registry:
+        names |= {f"{i.registry}/{n}" for n in names if not n.startswith("sha256:")}
+    return names
+
+
 def map_images(manifest: BundleManifest, target: Target, selection: Sequence[str] = (), *,
                keep_source_host: bool = False) -> list[Mapped]:
     """``host/path:tag`` in the bundle becomes ``REGISTRY/PREFIX/path:tag``; clashes are refused."""
@@ -77,8 +87,7 @@ def map_images(manifest: BundleManifest, target: Target, selection: Sequence[str
     if selection:
         chosen: list[BundleImage] = []
         for sel in selection:
-            hits = [i for i in images if sel in (i.reference, f"{i.repository}:{i.tag}", i.repository,
-                                                 f"{i.repository}@{i.digest}", str(i.digest))]
+            hits = [i for i in images if sel in _names(i)]
             if not hits:
                 raise InvalidInput(f"the bundle has no image {sel!r}",
                                    hint="see `airgap inspect DIR` for the images it holds")

@@ -58,7 +58,8 @@ def result_json(result: ImportResult) -> dict[str, Any]:
 @click.option("--pubkey", "pubkeys", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Trusted public key (KEY.pub); repeatable. Required unless --insecure-skip-signature.")
 @click.option("--image", "images", multiple=True, metavar="REF",
-              help="Import only this image (reference, repository:tag or repository); repeatable.")
+              help="Import only this image: its reference, with or without its registry, tag or digest "
+                   "(repository:tag, repository, sha256:…); repeatable.")
 @click.option("--media", multiple=True, type=DIR, help="Another directory holding chunks (one per medium).")
 @click.option("--keep-source-host", is_flag=True,
               help="Keep each image's source registry as a path component (REGISTRY/PREFIX/HOST/path).")
