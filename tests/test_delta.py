@@ -126,8 +126,12 @@ def test_delta_round_trip_with_inventory_and_since(registry: RegistryServer, reg
     assert json.loads((since / "manifest.json").read_bytes())["base"][0]["id"] == json.loads(
         (full / "manifest.json").read_bytes())["bundle_id"]
 
-    # a registry without the base: refused before any push, naming the blobs and the base
+    # a registry without the base: refused before any push, naming the blobs and the base (a dry run too)
     empty = registry_factory()
+    r = run_airgap("import", str(delta), "--to", f"{empty.host}/mirror", "--pubkey", f"{key}.pub", "--dry-run")
+    assert r.returncode == 8 and "relies on 2 blobs" in r.stderr, r.output
+    r = run_airgap("import", str(delta), "--to", f"{registry2.host}/mirror", "--pubkey", f"{key}.pub", "--dry-run")
+    assert r.returncode == 0 and "holds every blob this delta relies on" in r.stdout, r.output
     r = do_import(run_airgap, delta, key, f"{empty.host}/mirror", tmp_path / "state-empty")
     assert r.returncode != 0
     line = r.stderr.strip().splitlines()[-1]

@@ -156,6 +156,23 @@ def test_dry_run_pushes_nothing(bundle: Path, key: Path, registry2: RegistryServ
     assert r.returncode == 0, r.output
     assert f"-> {registry2.host}/x/demo/large:1.0" in r.stdout
     assert registry2.client().get("/v2/_catalog").json()["repositories"] == []
+    # a chunk of the wrong size is seen without reading it, in the text and the JSON
+    m = BundleManifest.parse((bundle / "manifest.json").read_bytes())
+    chunk = bundle / m.chunks[1].name
+    with chunk.open("r+b") as f:
+        f.truncate(10)
+    r = do_import(run_airgap, bundle, key, f"{registry2.host}/x", tmp_path, "--dry-run")
+    assert r.returncode == 0 and f"DAMAGED {chunk.name} (truncated, 10 of {m.chunks[1].size} bytes)" in r.stdout
+    r = do_import(run_airgap, bundle, key, f"{registry2.host}/x", tmp_path, "--dry-run", "--json")
+    rows = json.loads(r.stdout)["images"]
+    assert any(row["damaged_chunks"] == [{"name": chunk.name, "problem": "truncated",
+                                          "detail": f"10 of {m.chunks[1].size} bytes"}] for row in rows), rows
+    # a refusal with --json still prints a document, with the error and its exit code
+    chunk.unlink()
+    r = do_import(run_airgap, bundle, key, f"{registry2.host}/x", tmp_path, "--json")
+    assert r.returncode == 6, r.output
+    doc = json.loads(r.stdout)
+    assert doc["exit_code"] == 6 and f"{chunk.name}" in doc["error"] and doc["bundle_id"] == m.bundle_id
 
 
 def test_insecure_skip_signature_is_loud_and_audited(bundle: Path, registry2: RegistryServer, tmp_path: Path,

@@ -289,6 +289,9 @@ def test_import_rebuilds_missing_and_damaged_chunks_on_the_fly(bundle: Bundle, r
     damage(bundle.chunk(0), "flip")  # every image has data in chunk 0
     before = snapshot(bundle.dir)
     state = tmp_path / "state"
+    dry = run_airgap(*import_args(bundle, registry.host, state, "--dry-run"))  # sees the missing one, not the flip
+    assert dry.returncode == 0 and "MISSING chunk-000001.bin; parity rebuilds chunk-000001.bin" in dry.stdout, \
+        dry.output
     r = run_airgap(*import_args(bundle, registry.host, state, "--json"))
     assert r.returncode == 0, r.output
     doc = json.loads(r.stdout)

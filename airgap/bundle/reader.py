@@ -171,6 +171,17 @@ class BundleReader:
         return [p for d in self.dirs if (p := d / chunk.name).is_file()]
 
     # -- checking -----------------------------------------------------------------------------
+    def size_problem(self, chunk: Chunk) -> ChunkProblem | None:
+        """The check without reading: no copy of the chunk, or none of the size the manifest says."""
+        copies = self._copies(chunk)
+        if not copies:
+            return ChunkProblem(chunk, "missing")
+        sizes = [p.stat().st_size for p in copies]
+        if chunk.size in sizes:
+            return None
+        kind = "truncated" if sizes[0] < chunk.size else "oversized"
+        return ChunkProblem(chunk, kind, f"{sizes[0]} of {chunk.size} bytes")
+
     def check_chunk(self, chunk: Chunk) -> ChunkProblem | None:
         """Check the chunk's copies in order (the bundle directory, then each medium): the first good one is
         the one read from then on, so that a damaged copy does not hide a good one on a later medium."""

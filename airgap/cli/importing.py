@@ -15,7 +15,7 @@ from airgap.bundle.reader import BundleReader, read_signed_manifest
 from airgap.cli.options import keychain_with, make_registries, read_password, registry_options, upload_option
 from airgap.cli.progress import ProgressBar
 from airgap.errors import AirgapError, InvalidInput
-from airgap.importing import ImportResult, Target, digest_ref, import_bundle, map_images
+from airgap.importing import ImportResult, Target, check_relied, digest_ref, import_bundle, map_images
 from airgap.inputs import format_size
 from airgap.journal import ImportJournal
 from airgap.model.bundle import BundleManifest
@@ -109,11 +109,16 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
         repairer = Repairer.for_import(manifest, [directory, *media], state)
         reader = BundleReader(manifest, [directory, *media], verify_chunks=True,
                               repair=repairer.rebuild if repairer else None)
-        if dry_run:
-            _dry_run(reader, mapped, as_json, repairer)
-            return
         password = read_password(password_stdin, "AIRGAP_PASSWORD")
         keychain = keychain_with([(target.host, username, password, "AIRGAP_PASSWORD")])
+        if dry_run:
+            _dry_run(reader, mapped, as_json, repairer)
+            if manifest.is_delta:  # what the import checks first: the target must hold what the delta relies on
+                with make_registries(insecure, ca_certs, jobs, retries, keychain, upload_chunk_size) as registries:
+                    check_relied(registries, manifest, target, mapped, jobs)
+                if not as_json:
+                    click.echo(f"{target} holds every blob this delta relies on")
+            return
         journal = ImportJournal.open(state, manifest.bundle_id, str(target))
         with make_registries(insecure, ca_certs, jobs, retries, keychain, upload_chunk_size) as registries, \
                 ProgressBar(quiet=obj["quiet"] or as_json, desc="import") as bar, contextlib.closing(reader):
@@ -121,6 +126,9 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
                                    repairer=repairer)
     except AirgapError as exc:
         audit.append(log_path, "import", outcome="failed", error=str(exc), **base)
+        if as_json:  # a script reads stdout: a document there too, as well as the error line
+            click.echo(json.dumps({"bundle_id": base.get("bundle_id"), "target": str(target), "error": str(exc),
+                                   "exit_code": exc.exit_code}, indent=2))
         raise
     doc = result_json(result)
     audit.append(log_path, "import", outcome="failed" if result.failed else "ok",
@@ -157,25 +165,36 @@ def _summary(result: ImportResult, doc: dict[str, Any]) -> None:
 
 
 def _dry_run(reader: BundleReader, mapped: list[Any], as_json: bool, repairer: Repairer | None) -> None:
+    """What the import would read, and what it would find wrong without reading it: chunks missing or of the
+    wrong size (a size check; the sha256 of each chunk is checked by the import, or by `verify`)."""
     from airgap.importing import check_chunks_present
 
     m = reader.manifest
+    every = list(m.chunks) + ([c.as_chunk() for c in m.parity.chunks] if m.parity else [])
+    problems = {c.name: p for c in every if (p := reader.size_problem(c)) is not None}
+    damage = m.parity.damage(m.chunks, problems) if m.parity else []
+    rebuilt = {name for d in damage if d.repairable for name in d.bad}
     rows = []
     for item in mapped:
-        idxs = sorted(m.chunks_of_image(item.image))
-        chunks = [m.chunks[c].name for c in idxs]
-        missing = [m.chunks[c].name for c in idxs if reader.path(m.chunks[c]) is None]
+        names = [m.chunks[c].name for c in sorted(m.chunks_of_image(item.image))]
+        bad = [n for n in names if n in problems]
         rows.append({"source": item.image.reference, "target": str(item.target), "digest": str(item.image.digest),
-                     "chunks": chunks, "missing_chunks": missing})
+                     "chunks": names, "missing_chunks": [n for n in bad if problems[n].kind == "missing"],
+                     "damaged_chunks": [{"name": n, "problem": problems[n].kind, "detail": problems[n].detail}
+                                        for n in bad if problems[n].kind != "missing"],
+                     "rebuilt_from_parity": [n for n in bad if n in rebuilt]})
     if as_json:
         click.echo(json.dumps({"bundle_id": m.bundle_id, "images": rows,
                                "relies_on": [r.to_json() for r in m.relies_on]}, indent=2))
     else:
         for r in rows:
-            miss = f"  MISSING {', '.join(r['missing_chunks'])}" if r["missing_chunks"] else ""
-            click.echo(f"{r['source']} -> {r['target']}{miss}")
+            notes = [f"MISSING {', '.join(r['missing_chunks'])}"] if r["missing_chunks"] else []
+            notes += [f"DAMAGED {d['name']} ({d['problem']}, {d['detail']})" for d in r["damaged_chunks"]]
+            if r["rebuilt_from_parity"]:
+                notes.append(f"parity rebuilds {', '.join(r['rebuilt_from_parity'])} on the way")
+            click.echo(f"{r['source']} -> {r['target']}" + ("  " + "; ".join(notes) if notes else ""))
         if m.is_delta:
             from airgap.cli.verify import delta_summary
 
-            click.echo(delta_summary(m) + "; import checks them before it pushes anything")
+            click.echo(delta_summary(m))
     check_chunks_present(reader, mapped, repairer)
