@@ -356,7 +356,8 @@ def test_damaged_chunk_commits_nothing_of_it(case: str, bundle: Bundle, registry
     r = run_airgap(*import_args(bundle, registry.host, state))
     first = bundle.name_of(hit[0])
     assert_error_line(r, f"{len(hit)} of {len(m.images)} images not imported", f"{registry.host}/{first}",
-                      f"chunk {chunk} {kind}", exit_code=EXIT_INCOMPLETE)
+                      f"chunk {chunk} {kind}", f"`airgap verify {bundle.dir} --pubkey ",
+                      "names every damaged chunk", exit_code=EXIT_INCOMPLETE)
 
     inv = inventory(registry, m)
     bad = {str(b.digest) for b in m.blobs if index in m.chunks_for(b.span)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import click
 
 from airgap import audit
 from airgap.bundle.files import BundleError
-from airgap.bundle.reader import BundleReader, read_signed_manifest
+from airgap.bundle.reader import BundleReader, ChunkCorrupt, ChunkMissing, read_signed_manifest
 from airgap.cli.options import keychain_with, make_registries, read_password, registry_options, upload_option
 from airgap.cli.progress import ProgressBar
 from airgap.errors import AirgapError, InvalidInput
@@ -140,8 +141,16 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
         _summary(result, doc)
     if result.failed:
         first = result.failed[0]
+        hint = None
+        if any(isinstance(f.error, (ChunkCorrupt, ChunkMissing)) for f in result.failed):
+            # an image stops at its first damaged chunk: verify names them all, for one trip to the source
+            command = " ".join(["airgap verify", shlex.quote(str(directory)),
+                                *(f"--pubkey {shlex.quote(str(p))}" for p in pubkeys),
+                                *(f"--media {shlex.quote(str(d))}" for d in media)])
+            hint = (f"`{command}` names every damaged chunk; copy them again from the source bundle, then run the "
+                    "same command again: it continues where it stopped")
         raise ImportIncomplete(f"{len(result.failed)} of {len(mapped)} images not imported; first: {first.target}: "
-                               f"{first.error}")
+                               f"{first.error}", hint=hint)
 
 
 def _summary(result: ImportResult, doc: dict[str, Any]) -> None:
