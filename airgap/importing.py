@@ -17,7 +17,7 @@ from airgap.bundle.files import BundleError
 from airgap.bundle.reader import BundleReader, ChunkMissing
 from airgap.bundle.source import BUNDLE_HOST, BundleSource
 from airgap.errors import AirgapError, InvalidInput, InvalidReference, RegistryError
-from airgap.journal import ImportJournal
+from airgap.journal import ImportJournal, KnownBlobs
 from airgap.locking import exclusive
 from airgap.model.bundle import BundleImage, BundleManifest, BundleReferrer
 from airgap.model.digest import Digest
@@ -216,35 +216,46 @@ def check_relied(registries: Registries, manifest: BundleManifest, target: Targe
 
 class JournaledSink(RegistrySink):
     """A registry sink that records each committed blob and its upload sessions in the journal. ``holders``
-    (a delta's relied-on blobs): other repositories of the target to mount a blob from."""
+    (a delta's relied-on blobs) and ``known`` (where earlier imports into the registry put each blob): other
+    repositories of the target to mount a blob from."""
 
     def __init__(self, registries: Registries, journal: ImportJournal,
-                 holders: dict[Digest, list[str]] | None = None) -> None:
+                 holders: dict[Digest, list[str]] | None = None, known: KnownBlobs | None = None) -> None:
         super().__init__(registries, sessions=journal)
         self.journal = journal
         self.holders = holders or {}
+        self.known = known
 
     def push_blob(self, target: Reference, desc: Descriptor, opener: BlobOpener, mount_from: tuple[str, ...]) -> str:
-        extra = tuple(r for r in self.holders.get(desc.digest, ()) if r != target.repository and r not in mount_from)
+        hints = list(self.holders.get(desc.digest, ()))
+        earlier = self.known.get(str(desc.digest)) if self.known is not None else None
+        if earlier is not None:
+            hints.append(earlier)
+        extra = tuple(dict.fromkeys(r for r in hints if r != target.repository and r not in mount_from))
         outcome = super().push_blob(target, desc, opener, mount_from + extra)
         self.journal.blob_committed(target.repository, str(desc.digest))
+        if self.known is not None:
+            self.known.add(str(desc.digest), target.repository)
         return outcome
 
 
 def import_bundle(registries: Registries, reader: BundleReader, target: Target, mapped: list[Mapped],
                   journal: ImportJournal, *, jobs: int = 6, progress: Progress = ignore,
-                  repairer: Repairer | None = None) -> ImportResult:
+                  repairer: Repairer | None = None, known: KnownBlobs | None = None) -> ImportResult:
     """Push ``mapped`` images from the bundle. Images whose content is damaged are left out (and reported)
     while the others complete; a registry failure (auth, connection) stops the import. With a ``repairer``
-    (also given to ``reader``), chunks found missing or damaged are rebuilt from parity first. One run at a time
-    imports a bundle into a target (per journal): another one is refused with :class:`~airgap.errors.InUse`."""
+    (also given to ``reader``), chunks found missing or damaged are rebuilt from parity first. With ``known``,
+    a blob an earlier import put in another repository of the target is mounted from there, not uploaded. One
+    run at a time imports a bundle into a target (per journal): another one is refused with
+    :class:`~airgap.errors.InUse`."""
     with exclusive(journal.path, f"another airgap run is importing bundle {reader.manifest.bundle_id} into {target}",
                    create=True):
-        return _import_bundle(registries, reader, target, mapped, journal, jobs, progress, repairer)
+        return _import_bundle(registries, reader, target, mapped, journal, jobs, progress, repairer, known)
 
 
 def _import_bundle(registries: Registries, reader: BundleReader, target: Target, mapped: list[Mapped],
-                   journal: ImportJournal, jobs: int, progress: Progress, repairer: Repairer | None) -> ImportResult:
+                   journal: ImportJournal, jobs: int, progress: Progress, repairer: Repairer | None,
+                   known: KnownBlobs | None) -> ImportResult:
     result = ImportResult(reader.manifest, target, mapped)
     check_chunks_present(reader, mapped, repairer)
     t0 = time.monotonic()
@@ -264,14 +275,15 @@ def _import_bundle(registries: Registries, reader: BundleReader, target: Target,
             raise
         except AirgapError as exc:  # a damaged manifest in the bundle: leave this image out, like a damaged blob
             unplanned.append(FailedImage(str(m.request.source), str(m.request.target), exc))
-    result.transfer = transfer(source, JournaledSink(registries, journal, holders), [p.request for p in planned],
+    sink = JournaledSink(registries, journal, holders, known)
+    result.transfer = transfer(source, sink, [p.request for p in planned],
                                jobs=jobs, progress=progress, keep_going=True, planned=planned)
     if unplanned:
         order = {str(m.request.target): n for n, m in enumerate(mapped)}
         result.transfer.failed = sorted(result.transfer.failed + unplanned, key=lambda f: order.get(f.target, 0))
     _stop_on_registry_error(result, mapped)
     failed = {f.target for f in result.transfer.failed}
-    _push_referrers(registries, source, JournaledSink(registries, journal, holders), reader.manifest,
+    _push_referrers(registries, source, sink, reader.manifest,
                     [m for m in mapped if str(m.request.target) not in failed], result, jobs, progress)
     _stop_on_registry_error(result, mapped)
     _check_servable(registries, reader.manifest, [m for m in mapped if str(m.request.target) not in failed], jobs)

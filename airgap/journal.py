@@ -102,3 +102,48 @@ class ImportJournal:
     def finished(self) -> None:
         self.done = True
         self._append({"t": "done"})
+
+
+_REPOSITORY = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+@dataclass
+class KnownBlobs:
+    """Where earlier imports into a registry committed each blob (any bundle): one repository per digest, the
+    latest. An import mounts a blob from there instead of uploading it again. Only a hint: a mount that the
+    registry refuses (the blob was deleted since) opens an upload as usual, at no extra request."""
+
+    path: Path
+    where: dict[str, str] = field(default_factory=dict)  # digest -> repository
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def open(cls, state_dir: Path, host: str) -> KnownBlobs:
+        directory = state_dir / "imports"
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        known = cls(directory / f"blobs-{hashlib.sha256(host.encode()).hexdigest()[:16]}.txt")
+        try:
+            text = known.path.read_bytes().decode("utf-8", "replace")
+        except OSError:
+            return known
+        for line in text.splitlines():  # "<digest> <repository>"; a torn or odd line is skipped
+            digest, _, repo = line.partition(" ")
+            if _DIGEST.fullmatch(digest) and _REPOSITORY.fullmatch(repo) and len(repo) <= 255:
+                known.where[digest] = repo
+        return known
+
+    def get(self, digest: str) -> str | None:
+        with self._lock:
+            return self.where.get(digest)
+
+    def add(self, digest: str, repository: str) -> None:
+        with self._lock:
+            if self.where.get(digest) == repository:
+                return
+            self.where[digest] = repository
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:  # no fsync: a line lost in a crash costs one upload that a mount could have saved
+            os.write(fd, f"{digest} {repository}\n".encode())
+        finally:
+            os.close(fd)

@@ -178,6 +178,37 @@ def test_since_delta_into_a_target_that_keeps_the_source_host(
     assert skopeo_digest(f"{registry2.host}/mirror/{host}/team/new:v1") == new
 
 
+def test_a_blob_an_earlier_bundle_put_in_another_repository_is_mounted(
+        registry: RegistryServer, registry2: RegistryServer, key: Path, tmp_path: Path, run_airgap: RunAirgap) -> None:
+    """Two full bundles (no delta) whose images share a layer, imported one after the other into the same
+    registry: the second mounts the shared layer from the repository the first put it in."""
+    app = push_image(registry, "team/app", "v1", [BASE, APP1])
+    web = push_image(registry, "team/web", "v1", [BASE, WEB])
+    one, two = tmp_path / "one", tmp_path / "two"
+    export(run_airgap, key, one, [f"{registry.host}/team/app:v1"])
+    export(run_airgap, key, two, [f"{registry.host}/team/web:v1"])
+    state = tmp_path / "state"
+    r = run_airgap("import", str(one), "--to", f"{registry2.host}/m", "--pubkey", f"{key}.pub", "--state-dir",
+                   str(state), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["blobs"] == {"uploaded": 3, "mounted": 0, "skipped": 0}
+    r = run_airgap("import", str(two), "--to", f"{registry2.host}/m", "--pubkey", f"{key}.pub", "--state-dir",
+                   str(state), "--json")
+    assert r.returncode == 0, r.output
+    assert json.loads(r.stdout)["blobs"] == {"uploaded": 2, "mounted": 1, "skipped": 0}, r.stdout
+    assert skopeo_digest(f"{registry2.host}/m/team/web:v1") == web
+    assert skopeo_digest(f"{registry2.host}/m/team/app:v1") == app
+    # the hint is only a hint: the blob gone from that repository, the upload happens as before
+    other = tmp_path / "state2"
+    (other / "imports").mkdir(parents=True)
+    for f in (state / "imports").glob("blobs-*.txt"):  # every blob said to be in a repository that has none
+        lines = {line.split(" ")[0] + " m/team/gone" for line in f.read_text().splitlines()}
+        (other / "imports" / f.name).write_text("\n".join(sorted(lines)) + "\n")
+    r = run_airgap("import", str(two), "--to", f"{registry2.host}/n", "--pubkey", f"{key}.pub", "--state-dir",
+                   str(other), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["blobs"]["uploaded"] == 3, r.output
+    assert skopeo_digest(f"{registry2.host}/n/team/web:v1") == web
+
+
 def test_inventory_of_named_repositories_and_its_signature(registry: RegistryServer, key: Path, tmp_path: Path,
                                                           run_airgap: RunAirgap) -> None:
     app = push_image(registry, "dr/team/app", "v1", [BASE, APP1])

@@ -18,7 +18,7 @@ from airgap.cli.progress import ProgressBar
 from airgap.errors import AirgapError, InvalidInput
 from airgap.importing import ImportResult, Target, check_relied, digest_ref, import_bundle, map_images
 from airgap.inputs import format_size
-from airgap.journal import ImportJournal
+from airgap.journal import ImportJournal, KnownBlobs
 from airgap.model.bundle import BundleManifest
 from airgap.repair import Repairer
 from airgap.signing import load_public_key
@@ -124,7 +124,7 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
         with make_registries(insecure, ca_certs, jobs, retries, keychain, upload_chunk_size) as registries, \
                 ProgressBar(quiet=obj["quiet"] or as_json, desc="import") as bar, contextlib.closing(reader):
             result = import_bundle(registries, reader, target, mapped, journal, jobs=jobs, progress=bar,
-                                   repairer=repairer)
+                                   repairer=repairer, known=KnownBlobs.open(state, target.host))
     except AirgapError as exc:
         audit.append(log_path, "import", outcome="failed", error=str(exc), **base)
         if as_json:  # a script reads stdout: a document there too, as well as the error line

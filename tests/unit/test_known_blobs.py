@@ -1,0 +1,24 @@
+"""Where earlier imports put each blob: a hint file that damage or hostile content cannot turn into a bad request."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from airgap.journal import KnownBlobs
+
+D1, D2, D3 = "sha256:" + "1" * 64, "sha256:" + "2" * 64, "sha256:" + "3" * 64
+
+
+def test_the_latest_repository_per_blob_survives_a_reopen_and_damage_is_skipped(tmp_path: Path) -> None:
+    known = KnownBlobs.open(tmp_path, "registry.internal:5000")
+    known.add(D1, "mirror/team/app")
+    known.add(D2, "mirror/team/app")
+    known.add(D1, "mirror/team/web")
+    path = known.path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with path.open("a") as f:  # a torn last line, names no registry accepts, a query string
+        f.write(f"{D3} ../../etc\n{D3} Team/App\n{D3} a/b?mount=x\nsha256:zz x\n{D3} half-writ")
+    again = KnownBlobs.open(tmp_path, "registry.internal:5000")
+    assert again.where == {D1: "mirror/team/web", D2: "mirror/team/app", D3: "half-writ"}
+    assert KnownBlobs.open(tmp_path, "other:5000").where == {}  # per registry
