@@ -209,6 +209,29 @@ def test_a_blob_an_earlier_bundle_put_in_another_repository_is_mounted(
     assert skopeo_digest(f"{registry2.host}/n/team/web:v1") == web
 
 
+def test_a_hint_to_a_repository_the_credentials_may_not_read_falls_back_to_an_upload(
+        registry: RegistryServer, token_registry: RegistryServer, key: Path, tmp_path: Path,
+        run_airgap: RunAirgap) -> None:
+    """A mount names the repository to mount from, and a token that may not pull from it is refused (401): the
+    blob is then uploaded, as without the hint."""
+    push_image(registry, "team/app", "v1", [BASE, APP1])
+    web = push_image(registry, "team/web", "v1", [BASE, WEB])
+    one, two = tmp_path / "one", tmp_path / "two"
+    export(run_airgap, key, one, [f"{registry.host}/team/app:v1"])
+    export(run_airgap, key, two, [f"{registry.host}/team/web:v1"])
+    args = ["--to", f"{token_registry.host}/m", "--pubkey", f"{key}.pub", "--state-dir", str(tmp_path / "state"),
+            "--username", "alice", "--json"]
+    env = {"AIRGAP_PASSWORD": "s3cret-pass"}
+    assert run_airgap("import", str(one), *args, env=env).returncode == 0
+    server = token_registry.token_server
+    assert server is not None
+    server.policy = lambda user, kind, name, actions, srv: [] if name == "m/team/app" else list(actions)
+    r = run_airgap("import", str(two), *args, env=env)
+    assert r.returncode == 0, r.output
+    assert json.loads(r.stdout)["blobs"] == {"uploaded": 3, "mounted": 0, "skipped": 0}, r.stdout
+    assert skopeo_digest(f"{token_registry.host}/m/team/web:v1", creds="alice:s3cret-pass") == web
+
+
 def test_inventory_of_named_repositories_and_its_signature(registry: RegistryServer, key: Path, tmp_path: Path,
                                                           run_airgap: RunAirgap) -> None:
     app = push_image(registry, "dr/team/app", "v1", [BASE, APP1])

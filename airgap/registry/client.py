@@ -349,7 +349,15 @@ class RegistryClient:
         for src in mount_from:
             if src == repository:
                 continue
-            location = self.mount_blob(repository, desc.digest, src)
+            try:
+                location = self.mount_blob(repository, desc.digest, src)
+            except RegistryError as exc:
+                if exc.status not in (401, 403):
+                    raise
+                # the credentials may not read the repository to mount from (a hint from an earlier import, a
+                # delta's): upload, as without the hint
+                log.debug("blob %s: no mount from %s (%s); uploading", desc.digest.short, src, exc.status)
+                continue
             if location is None:
                 return "mounted"
             break
