@@ -257,13 +257,13 @@ def _import_bundle(registries: Registries, reader: BundleReader, target: Target,
                    journal: ImportJournal, jobs: int, progress: Progress, repairer: Repairer | None,
                    known: KnownBlobs | None) -> ImportResult:
     result = ImportResult(reader.manifest, target, mapped)
-    check_chunks_present(reader, mapped, repairer)
     t0 = time.monotonic()
     source = BundleSource(reader)
     if journal.done and _still_there(registries, reader.manifest, mapped, jobs):
-        result.already_done = True
+        result.already_done = True  # the registry holds it all: no chunk is needed, even if a medium is absent
         result.seconds = time.monotonic() - t0
         return result
+    check_chunks_present(reader, mapped, repairer)
     holders = check_relied(registries, reader.manifest, target, mapped, jobs)
     journal.started()
     planned: list[PlannedImage] = []

@@ -203,6 +203,9 @@ def test_import_from_copied_media_dirs(bundle: Path, key: Path, registry2: Regis
     assert r.returncode == 0, r.output
     v = run_airgap("verify", str(bundle), "--pubkey", f"{key}.pub", "--media", str(disc1), "--media", str(disc2))
     assert v.returncode == 0, v.output
+    # the rerun of a complete import needs no chunk: "nothing to do" with a disc left out
+    r = do_import(run_airgap, bundle, key, registry2.host, tmp_path, "--media", str(disc1))
+    assert r.returncode == 0 and "nothing to do" in r.stdout, r.output
 
 
 def test_an_image_the_credentials_may_not_push_is_left_out_and_named(bundle: Path, key: Path,
