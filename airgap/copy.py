@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from airgap.errors import DigestMismatch
 from airgap.model.digest import Digest
 from airgap.model.manifest import Manifest
 from airgap.model.platform import Platform
@@ -43,6 +44,10 @@ def copy(registries: Registries, src: str, dst: str, *, platforms: tuple[Platfor
     request = copy_request(src, dst, platforms)
     source, sink = RegistrySource(registries), RegistrySink(registries)
     planned = plan_image(source, request, referrers or ReferrerOptions())
+    named = Reference.parse(dst, default_tag=None).digest
+    if named is not None and planned.root.digest != named:  # before anything is pushed
+        raise DigestMismatch(f"{src} is {planned.root.digest}, not {named} as the destination {dst} names",
+                             hint="leave the digest off the destination, or copy the image of that digest")
     moved = transfer(source, sink, [request], jobs=jobs, progress=progress, planned=[planned])
     result = CopyResult(**{f.name: getattr(moved, f.name) for f in fields(TransferResult)})
     if planned.referrers:

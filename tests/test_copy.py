@@ -62,6 +62,13 @@ def test_copy_by_digest_without_tag(demo_registry: RegistryServer, registry2: Re
     assert skopeo_digest(f"{registry2.host}/bydigest@{img.digest}") == img.digest
     tags = json.loads(registry2.client().get("/v2/bydigest/tags/list").text)
     assert not tags.get("tags")  # pushed by digest only: no tag invented
+    # a destination that names a digest gets that digest or nothing
+    other = next(i for i in demo_layout[1] if i.name == "demo/base-a:1.0")
+    r = run_airgap("copy", f"{demo_registry.host}/demo/dockerlist:1.0", f"{registry2.host}/named@{other.digest}")
+    assert r.returncode == 3 and f"not {other.digest} as the destination" in r.stderr, r.output
+    assert "named" not in registry2.client().get("/v2/_catalog").json()["repositories"]
+    r = run_airgap("copy", f"{demo_registry.host}/demo/dockerlist:1.0", f"{registry2.host}/named@{img.digest}")
+    assert r.returncode == 0 and skopeo_digest(f"{registry2.host}/named@{img.digest}") == img.digest, r.output
 
 
 def test_platform_subset_says_digest_changes(demo_registry: RegistryServer, registry2: RegistryServer,
