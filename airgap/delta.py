@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airgap.errors import InvalidInput
-from airgap.model.bundle import BundleManifest
+from airgap.errors import AirgapError, InvalidInput
+from airgap.model.bundle import MAX_MANIFEST_BYTES, BundleManifest
 from airgap.model.delta import Base, Inventory, ReliedBlob
 from airgap.model.digest import Digest
 from airgap.model.manifest import Descriptor
@@ -67,11 +67,18 @@ def read_since(path: Path) -> BundleManifest:
     """``--since DIR`` (a bundle directory) or ``--since FILE`` (its manifest.json)."""
     target = path / "manifest.json" if path.is_dir() else path
     try:
+        if target.stat().st_size > MAX_MANIFEST_BYTES:  # not read whole before it is bounded
+            raise InvalidInput(f"--since {path}: {target} is larger than a bundle's manifest.json may be",
+                               hint="give the earlier bundle's directory or its manifest.json")
         data = target.read_bytes()
     except OSError as exc:
         raise InvalidInput(f"--since {path}: cannot read {target} ({exc.strerror or exc})",
                            hint="give the earlier bundle's directory or its manifest.json") from None
-    return BundleManifest.parse(data)
+    try:
+        return BundleManifest.parse(data)
+    except AirgapError as exc:  # the parser speaks of "the bundle's manifest.json" and of exporting it again
+        raise InvalidInput(f"--since {path}: {target} is not the manifest.json of an airgap bundle ({exc.message})",
+                           hint="give the earlier bundle's directory or its manifest.json") from None
 
 
 def exclusions(inventories: Sequence[Inventory], since: Sequence[BundleManifest]) -> Exclusions | None:

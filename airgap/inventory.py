@@ -16,7 +16,7 @@ from pathlib import Path
 
 from airgap import __version__
 from airgap.atomic import write_atomic
-from airgap.errors import AirgapError, InvalidInput, NotFound, PermissionDenied, RegistryError, UnsupportedManifest
+from airgap.errors import InvalidInput, NotFound, PermissionDenied, RegistryError, UnsupportedManifest
 from airgap.model.delta import (
     MAX_INVENTORY_BYTES,
     Inventory,
@@ -28,7 +28,7 @@ from airgap.model.delta import (
 from airgap.model.digest import Digest
 from airgap.model.manifest import Manifest
 from airgap.registry.client import RegistryClient
-from airgap.signing import PrivateKey, PublicKey, sign, verify
+from airgap.signing import PrivateKey, PublicKey, SignatureError, sign, verify
 from airgap.workers import worker_pool
 
 MAX_DEPTH = 4
@@ -147,11 +147,11 @@ def read_inventory(path: Path, trusted: Sequence[PublicKey] = ()) -> Inventory:
                              hint="check the path given to --exclude-inventory") from None
     if trusted:
         sig = path.with_name(path.name + ".sig")
-        if not sig.is_file():
-            raise InventoryError(f"the inventory {path} has no signature {sig.name}",
+        if not sig.is_file():  # a signature problem (exit 6), as a bundle's is
+            raise SignatureError(f"the inventory {path} has no signature {sig.name}",
                                  hint="take it with `airgap inventory --key`, or drop --inventory-pubkey")
         try:
             verify(data, sig.read_bytes(), trusted, subject=str(path))
-        except AirgapError as exc:
-            raise InventoryError(exc.message, hint="take the inventory again on the disconnected side") from None
+        except SignatureError as exc:
+            raise type(exc)(exc.message, hint="take the inventory again on the disconnected side") from None
     return Inventory.parse(data, str(path))

@@ -256,15 +256,21 @@ def test_inventory_of_named_repositories_and_its_signature(registry: RegistrySer
     data = inv.read_bytes()
     inv.write_bytes(data.replace(b'"team/web"', b'"team/wed"'))  # edited after signing
     r = run_airgap(*args)
-    assert r.returncode != 0 and "does not match its signature" in r.stderr, r.output
+    assert r.returncode == 6 and "does not match its signature" in r.stderr, r.output  # as a bundle's
     assert not out.exists()
     inv.write_bytes(data)
     (tmp_path / "inv.json.sig").unlink()
     r = run_airgap(*args)
-    assert r.returncode != 0 and "has no signature inv.json.sig" in r.stderr, r.output
+    assert r.returncode == 6 and "has no signature inv.json.sig" in r.stderr, r.output
     r = run_airgap(*args[:-2])  # without --inventory-pubkey the signature is not required
     assert r.returncode == 0, r.output
     assert "delta: relies on 2 blobs" in r.stdout, r.stdout
+    (tmp_path / "images.txt").write_text("registry.example.com/team/app:1.4\n")
+    for wrong in (inv, tmp_path / "images.txt"):  # --since names something that is not a bundle
+        r = run_airgap("export", f"{registry.host}/dr/team/app:v1", "--output", str(tmp_path / "x"), "--since",
+                       str(wrong), "--dry-run")
+        assert r.returncode == 2 and f"--since {wrong}: " in r.stderr and "export it again" not in r.stderr, r.output
+        assert r.stderr.count("\n") == 1
 
 
 def test_ctrl_c_on_inventory_leaves_no_file_and_does_not_speak_of_resuming(
