@@ -30,7 +30,7 @@ from airgap.locking import exclusive
 from airgap.model.bundle import BundleImage, BundleManifest, BundleReferrer, StoredBlob, StoredFile
 from airgap.model.delta import Base, ReliedBlob, parse_delta
 from airgap.model.digest import Digest
-from airgap.model.manifest import OCI_INDEX, Descriptor, Manifest, is_referrer_tag
+from airgap.model.manifest import OCI_INDEX, SIGNATURE_TYPES, Descriptor, Manifest, is_referrer_tag
 from airgap.model.parity import ParitySpec, StripeLayout
 from airgap.model.platform import Platform
 from airgap.model.reference import Reference
@@ -156,7 +156,8 @@ def plan_members(sources: Sources, requests: list[ImageRequest], progress: Progr
         plans = list(pool.map(lambda r: plan_image(sources, r, referrer_options), requests))
     for request, planned in zip(requests, plans, strict=True):
         if options is not None and options.require_signature and not planned.signed:
-            unsigned.append(str(request.source))
+            why = " (its signature covers the full index, which --platform replaces)" if planned.cut_signed else ""
+            unsigned.append(f"{request.source}{why}")
         for text in planned.notices:
             notices.append(text)
             progress(Notice(text))
@@ -181,6 +182,15 @@ def plan_members(sources: Sources, requests: list[ImageRequest], progress: Progr
                        separators=(",", ":")).encode()
     entries.append(_Entry("index.json", len(index), "", None, index))
     if unsigned:
+        types = referrer_options.types
+        if types and not set(types) & set(SIGNATURE_TYPES):
+            raise InvalidInput(f"{len(unsigned)} image(s) carry no signature: {', '.join(unsigned)}: --referrer-type "
+                               f"keeps only {', '.join(types)}, which leaves signatures out",
+                               hint="add --referrer-type for your signatures' type, e.g. "
+                                    f"{SIGNATURE_TYPES[0]}")
+        if all("--platform replaces" in u for u in unsigned):
+            raise InvalidInput(f"{len(unsigned)} image(s) carry no signature: {', '.join(unsigned)}",
+                               hint="export all their platforms, or export without --require-signature")
         raise InvalidInput(f"{len(unsigned)} image(s) carry no signature: {', '.join(unsigned)}",
                            hint="sign them upstream (a cosign .sig tag, or a signature referrer such as cosign's "
                                 "or Notation's), or export without --require-signature")

@@ -284,6 +284,14 @@ def test_platform_subset_says_which_referrers_of_the_full_index_stay_behind(
     assert f"1 referrer(s) of the full index {index['digest']} left out ({NOTARY})" in said, r.output
     doc = json.loads(run_airgap("inspect", str(out), "--json").stdout)
     assert [x["digest"] for x in doc["images"][0]["referrers"]] == [sbom["digest"]]
+    # signed, but not the subset: --require-signature says why, not "sign them upstream"
+    r = run_airgap("export", f"{registry.host}/{repo}:v1", "--platform", "linux/amd64", "--require-signature",
+                   "--dry-run", "-o", str(tmp_path / "x"))
+    assert r.returncode == 2 and "its signature covers the full index, which --platform replaces" in r.stderr
+    assert "sign them upstream" not in r.stderr, r.output
+    r = run_airgap("export", f"{registry.host}/{repo}:v1", "--referrer-type", SPDX, "--require-signature",
+                   "--dry-run", "-o", str(tmp_path / "x"))
+    assert r.returncode == 2 and f"--referrer-type keeps only {SPDX}, which leaves signatures out" in r.stderr
 
 
 def test_copy_carries_referrers(registry: RegistryServer, registry2: RegistryServer, signed: dict[str, Any],

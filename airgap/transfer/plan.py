@@ -64,6 +64,7 @@ class PlannedImage:
     platforms: list[Platform] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     referrers: list[PlannedReferrer] = field(default_factory=list)  # subjects before their referrers
+    cut_signed: bool = False  # the full index that a platform subset replaced had a signature
 
     @property
     def signed(self) -> bool:
@@ -133,6 +134,7 @@ def plan_image(source: Source, request: ImageRequest, referrers: ReferrerOptions
         for digest in cut:
             left = [r for r in plan_referrers(source, ref, [digest], referrers) if r.subject == digest]
             if left:
+                image.cut_signed = image.cut_signed or any(r.is_signature for r in left)
                 kinds = ", ".join(sorted({r.artifact_type or r.root.media_type for r in left}))
                 image.notices.append(
                     f"{ref}: {len(left)} referrer(s) of the full index {digest} left out ({kinds}): they refer to "
