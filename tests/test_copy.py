@@ -69,6 +69,12 @@ def test_copy_by_digest_without_tag(demo_registry: RegistryServer, registry2: Re
     assert "named" not in registry2.client().get("/v2/_catalog").json()["repositories"]
     r = run_airgap("copy", f"{demo_registry.host}/demo/dockerlist:1.0", f"{registry2.host}/named@{img.digest}")
     assert r.returncode == 0 and skopeo_digest(f"{registry2.host}/named@{img.digest}") == img.digest, r.output
+    # NAME:TAG@DIGEST whose tag names another manifest at the source: the digest decides, and the tool says so
+    child = json.loads(skopeo_inspect_raw(f"{demo_registry.host}/demo/dockerlist:1.0"))["manifests"][0]["digest"]
+    r = run_airgap("copy", f"{demo_registry.host}/demo/dockerlist:1.0@{child}", f"{registry2.host}/pinned")
+    assert r.returncode == 0, r.output
+    assert f"the tag 1.0 names {img.digest} at the source, not {child}; the digest decides" in r.stderr, r.output
+    assert skopeo_digest(f"{registry2.host}/pinned:1.0") == child
 
 
 def test_platform_subset_says_digest_changes(demo_registry: RegistryServer, registry2: RegistryServer,

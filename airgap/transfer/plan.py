@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from airgap.errors import InvalidInput
+from airgap.errors import InvalidInput, NotFound
 from airgap.model.digest import Digest
 from airgap.model.manifest import REFERRER_TAG, SIGNATURE_TYPES, Descriptor, Manifest, artifact_type_of, filter_index
 from airgap.model.platform import Platform
@@ -98,6 +98,15 @@ def plan_image(source: Source, request: ImageRequest, referrers: ReferrerOptions
     if ref.digest is not None and root.digest != ref.digest:
         raise InvalidInput(f"{ref} resolved to {root.digest}")
     image = PlannedImage(request=request, root=root, source_digest=str(root.digest))
+    if ref.digest is not None and ref.tag is not None:  # NAME:TAG@DIGEST: the digest decides; say if the tag differs
+        try:
+            tagged: Digest | None = source.get_manifest(ref, ref.tag).digest
+        except NotFound:
+            tagged = None
+        if tagged != root.digest:
+            image.notices.append(
+                f"{ref}: the tag {ref.tag} names {tagged or 'nothing'} at the source, not {root.digest}; the digest "
+                f"decides: {root.digest} is taken, and the tag {ref.tag} will name it where it is pushed")
     seen_blobs: set[str] = set()
     cut: list[Digest] = []  # indexes replaced by a platform subset: their referrers cannot come along
 
