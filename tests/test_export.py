@@ -148,7 +148,9 @@ def test_rerun_of_a_complete_export_by_digest_does_nothing(demo_registry: Regist
                                                            run_airgap: RunAirgap) -> None:
     digest = skopeo_digest(f"{demo_registry.host}/demo/multi:1.0")
     args = ["export", f"{demo_registry.host}/demo/multi@{digest}", "--output", str(tmp_path / "b"), "--key", str(key)]
-    assert run_airgap(*args).returncode == 0
+    first = run_airgap(*args)
+    assert first.returncode == 0, first.output
+    assert f"exported {demo_registry.host}/demo/multi@{digest}\n" in first.stdout, first.output  # the digest once
     again = run_airgap(*args)
     assert again.returncode == 0 and "nothing to do" in again.stdout, again.output
 

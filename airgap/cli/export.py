@@ -216,7 +216,7 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
     for img in m.images:
         attached = m.referrers_of(img)
         more = f" with {len(attached)} referrer{'s' if len(attached) != 1 else ''}" if attached else ""
-        click.echo(f"exported {img.reference}@{img.digest}{more}")
+        click.echo(f"exported {img.reference}{f'@{img.digest}' if img.tag else ''}{more}")
     unpacked = m.unpacked_size
     ratio = m.stream_size / unpacked if unpacked else 1.0
     resumed = f", {format_size(result.resumed_bytes)} kept from the interrupted run" if result.resumed_bytes else ""
