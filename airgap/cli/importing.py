@@ -63,7 +63,8 @@ def result_json(result: ImportResult) -> dict[str, Any]:
                    "(repository:tag, repository, sha256:…); repeatable.")
 @click.option("--media", multiple=True, type=DIR, help="Another directory holding chunks (one per medium).")
 @click.option("--keep-source-host", is_flag=True,
-              help="Keep each image's source registry as a path component (REGISTRY/PREFIX/HOST/path).")
+              help="Keep each image's source registry as a path component: REGISTRY/PREFIX/HOST/path, with HOST in "
+                   "lowercase and a port joined by '-' (registry.example.com-5000), as repository names allow.")
 @click.option("--dry-run", is_flag=True, help="Show where each image would go and what is missing; push nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON document on stdout.")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
