@@ -183,7 +183,9 @@ class Repairer:
         with self._lock:
             chunk = self.manifest.chunks[index]
             dest = self.out_dir / chunk.name
-            if chunk_intact(dest, chunk):
+            if chunk_intact(dest, chunk):  # rebuilt by an earlier, interrupted run: used, so reported
+                if chunk.name not in self.rebuilt:
+                    self.rebuilt.append(chunk.name)
                 return dest
             layout = self.parity.layout
             stripe, own = layout.stripe_of(index), layout.share_of(index)

@@ -303,6 +303,21 @@ def test_import_rebuilds_missing_and_damaged_chunks_on_the_fly(bundle: Bundle, r
     assert again.returncode == 0 and "nothing to do" in again.stdout, again.output
 
 
+def test_a_chunk_rebuilt_by_an_interrupted_import_is_reported_by_the_next(bundle: Bundle, tmp_path: Path) -> None:
+    """The rebuilt copy an interrupted import left in the state directory is used by the rerun, and listed in
+    its repaired_chunks like one it rebuilt itself."""
+    from airgap.repair import Repairer
+
+    damage(bundle.chunk(1), "delete")
+    first = Repairer.for_import(bundle.manifest, [bundle.dir], tmp_path / "state")
+    assert first is not None
+    first.rebuild(1)  # then the run is interrupted
+    again = Repairer.for_import(bundle.manifest, [bundle.dir], tmp_path / "state")
+    assert again is not None and again.rebuilt == []
+    assert again.rebuild(1) == first.out_dir / "chunk-000001.bin"
+    assert again.rebuilt == ["chunk-000001.bin"]
+
+
 def test_import_with_three_lost_names_them_and_the_limit(bundle: Bundle, registry: RegistryServer,
                                                          run_airgap: RunAirgap, tmp_path: Path) -> None:
     for name in ("chunk-000001.bin", "chunk-000002.bin", "parity-000000-000.bin"):
