@@ -11,6 +11,7 @@ import ipaddress
 import json
 import logging
 import random
+import re
 import ssl
 import threading
 import time
@@ -25,6 +26,7 @@ from airgap import __version__, tls
 from airgap.errors import (
     AuthError,
     ConnectionFailed,
+    InvalidInput,
     NotFound,
     PermissionDenied,
     RegistryError,
@@ -104,6 +106,9 @@ def redact(url: str | httpx.URL) -> str:
     if u.query:
         text += "?" + "&".join(f"{k}=…" for k in u.params)
     return text
+
+
+_SSL_NOISE = re.compile(r"^\[[^\]]*\]|\(_ssl\.c:\d+\)$")  # OpenSSL's "[LIB: CODE]" prefix and source position
 
 
 def _cert_error(exc: BaseException) -> bool:
@@ -225,7 +230,21 @@ class Session:
             return tls.system_context()  # shared, loaded once (see the module)
         ctx = ssl.create_default_context()
         for ca in extra:
-            ctx.load_verify_locations(cafile=str(ca))
+            origin = "--ca-cert" if ca in self.options.ca_certs else f"for registry {self.host}"
+            fix = "give" if ca in self.options.ca_certs else "replace it with"
+            try:
+                ctx.load_verify_locations(cafile=str(ca))
+            except ssl.SSLError as exc:  # OpenSSL found no certificate in it (also a DER one), or a damaged one
+                reason = ("no certificate found in it" if exc.reason == "NO_CERTIFICATE_OR_CRL_FOUND" else
+                          f"OpenSSL cannot read it ({_SSL_NOISE.sub('', str(exc)).strip() or exc.reason})")
+                raise InvalidInput(
+                    f"CA certificate {ca} ({origin}) is not a PEM certificate: {reason}",
+                    hint=f"{fix} the registry's CA certificate in PEM form (a DER one converts with "
+                         f"`openssl x509 -inform der -in {ca} -out {ca}.pem`)") from None
+            except OSError as exc:  # gone since the option was checked, a dangling link or a directory in certs.d
+                raise InvalidInput(f"cannot read CA certificate {ca} ({origin}): {exc.strerror or exc}",
+                                   hint="check the path" if ca in self.options.ca_certs else
+                                   "fix or remove it") from None
         return ctx
 
     def _make_client(self) -> httpx.Client:
