@@ -92,17 +92,26 @@ def _from_auths(auths: Any, host: str, path: Path) -> Credential | None:
     return None
 
 
-def run_helper(name: str, host: str) -> Credential | None:
-    """Ask ``docker-credential-<name>`` for ``host``'s credentials."""
-    server = HUB_CONFIG_KEY if host == DOCKER_HUB else host
+def _call_helper(name: str, action: str, payload: bytes, host: str) -> subprocess.CompletedProcess[bytes]:
+    """Run ``docker-credential-<name> <action>`` with ``payload`` on its standard input."""
     try:
-        proc = subprocess.run([f"docker-credential-{name}", "get"], input=server.encode(),
-                              capture_output=True, timeout=60, check=False)
+        return subprocess.run([f"docker-credential-{name}", action], input=payload, capture_output=True, timeout=60,
+                              check=False)
     except FileNotFoundError:
         raise CredentialError(f"credential helper docker-credential-{name} (configured for {host}) is not installed",
                               hint="install it, or remove it from your docker config.json") from None
     except subprocess.TimeoutExpired:
         raise CredentialError(f"credential helper docker-credential-{name} did not answer within 60 s") from None
+    except OSError as exc:  # not executable, not a program
+        raise CredentialError(f"cannot run credential helper docker-credential-{name} (configured for {host}): "
+                              f"{exc.strerror or exc}",
+                              hint="fix its installation, or remove it from your docker config.json") from None
+
+
+def run_helper(name: str, host: str) -> Credential | None:
+    """Ask ``docker-credential-<name>`` for ``host``'s credentials."""
+    server = HUB_CONFIG_KEY if host == DOCKER_HUB else host
+    proc = _call_helper(name, "get", server.encode(), host)
     if proc.returncode != 0:
         if b"credentials not found" in proc.stdout + proc.stderr:
             return None
@@ -174,8 +183,7 @@ def store_credentials(host: str, cred: Credential, path: Path | None = None) -> 
     helper = helper or config.get("credsStore") or None
     if isinstance(helper, str):
         payload = json.dumps({"ServerURL": key, "Username": cred.username, "Secret": cred.password})
-        proc = subprocess.run([f"docker-credential-{helper}", "store"], input=payload.encode(),
-                              capture_output=True, timeout=60, check=False)
+        proc = _call_helper(helper, "store", payload.encode(), host)
         if proc.returncode != 0:
             raise CredentialError(f"credential helper docker-credential-{helper} could not store the credentials")
         config.setdefault("auths", {})[key] = {}

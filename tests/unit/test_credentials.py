@@ -118,3 +118,24 @@ def test_store_via_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     path = store_credentials("reg.local", Credential("u", "pw-in-helper"))
     assert "pw-in-helper" not in path.read_text()
     assert '"Secret": "pw-in-helper"' in log.read_text()
+
+
+@pytest.mark.parametrize("config", [{"credsStore": "missing"}, {"credHelpers": {"reg.local": "missing"}}])
+def test_store_via_a_helper_that_is_not_installed_is_clear(tmp_path: Path, config: dict[str, object]) -> None:
+    """It was a FileNotFoundError (an internal error, exit 70): the lookup's message, exit 2."""
+    write(tmp_path / "docker" / "config.json", config)
+    with pytest.raises(CredentialError) as info:
+        store_credentials("reg.local", Credential("u", "pw"))
+    assert info.value.exit_code == 2
+    assert str(info.value) == ("credential helper docker-credential-missing (configured for reg.local) is not "
+                               "installed: install it, or remove it from your docker config.json")
+    assert json.loads((tmp_path / "docker" / "config.json").read_text()) == config  # left as it was
+
+
+def test_a_helper_that_cannot_be_run_is_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    helper(tmp_path, monkeypatch, "noexec", {"Username": "x", "Secret": "y"})
+    (tmp_path / "bin" / "docker-credential-noexec").chmod(0o644)
+    write(tmp_path / "docker" / "config.json", {"credsStore": "noexec"})
+    for call in (lambda: store_credentials("reg.local", Credential("u", "pw")), lambda: Keychain().lookup("reg.local")):
+        with pytest.raises(CredentialError, match="cannot run credential helper docker-credential-noexec"):
+            call()
