@@ -1,17 +1,18 @@
-"""``login``: check credentials against a registry, then store them as ``docker login`` does."""
+"""``login``: check credentials against a registry, then store them where the lookups find them first (see
+:func:`~airgap.registry.credentials.store_credentials`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from airgap.model.reference import parse_host
-from airgap.registry.credentials import Credential, Keychain, store_credentials
+from airgap.registry.credentials import Credential, Keychain, StoredCredentials, store_credentials
 from airgap.registry.session import RegistryOptions, Session, check_login
 
 
 def login(registry: str, credential: Credential, *, options: RegistryOptions | None = None,
-          config_path: Path | None = None) -> Path:
-    """Returns the file the credentials were stored in."""
+          config_path: Path | None = None) -> StoredCredentials:
+    """Returns where the credentials were stored."""
     host = parse_host(registry)
     keychain = Keychain(explicit={host: credential}, use_files=False)
     session = Session(host, options=options, keychain=keychain)

@@ -7,6 +7,7 @@ to do, with the exit code of its class in airgap/errors.py, and never a tracebac
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -26,6 +27,10 @@ def write_json(path: Path, obj: object) -> None:
     path.write_text(json.dumps(obj))
 
 
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
 # --------------------------------------------------------------------------- 1. where login stores
 
 
@@ -39,3 +44,21 @@ def test_login_with_a_creds_store_that_is_not_installed(htpasswd_registry: Regis
                              "is not installed: install it, or remove it from your docker config.json", exit_code=2)
     assert "internal error" not in line and PASSWORD not in r.output
     assert json.loads(config.read_text()) == {"credsStore": "missing"}
+
+
+def test_login_writes_registry_auth_file_when_it_is_set(htpasswd_registry: RegistryServer,
+                                                       demo_registry: RegistryServer, run_airgap: RunAirgap,
+                                                       airgap_env: dict[str, str], tmp_path: Path) -> None:
+    """An old entry in REGISTRY_AUTH_FILE (read first by every lookup) shadowed a login written to docker's
+    config.json: the copy after it was refused with "run `airgap login`", which did the same again."""
+    host = htpasswd_registry.host
+    auth_file = tmp_path / "auth.json"
+    write_json(auth_file, {"auths": {host: {"auth": b64("alice:an-old-password")}}})
+    env = {"REGISTRY_AUTH_FILE": str(auth_file)}
+    r = run_airgap("login", host, "-u", "alice", "--password-stdin", input=PASSWORD + "\n", env=env)
+    assert r.returncode == 0, r.output
+    assert r.stdout.strip() == f"Login succeeded; credentials for {host} stored in {auth_file} (REGISTRY_AUTH_FILE)"
+    assert json.loads(auth_file.read_text()) == {"auths": {host: {"auth": b64(f"alice:{PASSWORD}")}}}
+    assert not docker_config(airgap_env).exists()
+    r = run_airgap("copy", demo_registry.ref("demo/base-a:1.0"), f"{host}/x/base-a", env=env)
+    assert r.returncode == 0, r.output

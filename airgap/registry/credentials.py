@@ -170,26 +170,54 @@ class Keychain:
         return None
 
 
-def store_credentials(host: str, cred: Credential, path: Path | None = None) -> Path:
-    """Store credentials as ``docker login`` does: via the configured helper, else in config.json (0600)."""
+@dataclass(frozen=True)
+class StoredCredentials:
+    """Where :func:`store_credentials` put them: a file, or the credential helper that file names."""
+
+    path: Path
+    helper: str | None = None
+    chosen_by: str = ""  # the environment variable that named the file, if one did
+
+    def __str__(self) -> str:
+        where = f"{self.path} ({self.chosen_by})" if self.chosen_by else str(self.path)
+        return f"docker-credential-{self.helper} (named in {where})" if self.helper else where
+
+
+def store_credentials(host: str, cred: Credential, path: Path | None = None) -> StoredCredentials:
+    """Store credentials where the lookups find them first, as ``podman login`` / ``skopeo login`` and ``docker login``
+    do: in ``$REGISTRY_AUTH_FILE`` when it is set (containers' auth.json format), else via docker's configured
+    helper, else in docker's config.json. Files are written 0600."""
     host = parse_host(host)
-    path = path or docker_config_path()
-    config = _read_json(path)
+    auth_file = os.environ.get("REGISTRY_AUTH_FILE") if path is None else None
+    if auth_file:
+        # what `podman login` writes there; docker's helpers belong to docker's config.json, not to this file
+        return _store_in_file(Path(auth_file), host, host, cred, helpers=False, chosen_by="REGISTRY_AUTH_FILE")
     key = HUB_CONFIG_KEY if host == DOCKER_HUB else host
+    return _store_in_file(path or docker_config_path(), host, key, cred, helpers=True)
+
+
+def _store_in_file(path: Path, host: str, key: str, cred: Credential, *, helpers: bool,
+                   chosen_by: str = "") -> StoredCredentials:
+    config = _read_json(path)
+    auths = config.setdefault("auths", {})
+    if not isinstance(auths, dict):
+        raise CredentialError(f"the 'auths' entry of {path} is not a JSON object", hint="fix or remove it")
     helper = None
-    helpers = config.get("credHelpers")
-    if isinstance(helpers, dict):
-        helper = next((h for k, h in helpers.items() if _config_key_host(k) == host), None)
-    helper = helper or config.get("credsStore") or None
+    if helpers:
+        named = config.get("credHelpers")
+        if isinstance(named, dict):
+            helper = next((h for k, h in named.items() if _config_key_host(k) == host), None)
+        helper = helper or config.get("credsStore") or None
     if isinstance(helper, str):
         payload = json.dumps({"ServerURL": key, "Username": cred.username, "Secret": cred.password})
         proc = _call_helper(helper, "store", payload.encode(), host)
         if proc.returncode != 0:
             raise CredentialError(f"credential helper docker-credential-{helper} could not store the credentials")
-        config.setdefault("auths", {})[key] = {}
+        auths[key] = {}
     else:
+        helper = None
         auth = base64.b64encode(f"{cred.username}:{cred.password}".encode()).decode()
-        config.setdefault("auths", {})[key] = {"auth": auth}
+        auths[key] = {"auth": auth}
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_atomic(path, (json.dumps(config, indent="\t") + "\n").encode(), mode=0o600)
-    return path
+    return StoredCredentials(path, helper, chosen_by)

@@ -115,8 +115,9 @@ def test_store_is_private_and_keeps_other_entries(tmp_path: Path) -> None:
 def test_store_via_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     log = helper(tmp_path, monkeypatch, "fake", {"Username": "x", "Secret": "y"})
     write(tmp_path / "docker" / "config.json", {"credsStore": "fake"})
-    path = store_credentials("reg.local", Credential("u", "pw-in-helper"))
-    assert "pw-in-helper" not in path.read_text()
+    stored = store_credentials("reg.local", Credential("u", "pw-in-helper"))
+    assert stored.helper == "fake" and str(stored) == f"docker-credential-fake (named in {stored.path})"
+    assert "pw-in-helper" not in stored.path.read_text()
     assert '"Secret": "pw-in-helper"' in log.read_text()
 
 
@@ -139,3 +140,28 @@ def test_a_helper_that_cannot_be_run_is_clear(tmp_path: Path, monkeypatch: pytes
     for call in (lambda: store_credentials("reg.local", Credential("u", "pw")), lambda: Keychain().lookup("reg.local")):
         with pytest.raises(CredentialError, match="cannot run credential helper docker-credential-noexec"):
             call()
+
+
+def test_store_in_registry_auth_file_when_it_is_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lookups read REGISTRY_AUTH_FILE first: login must write there (as podman and skopeo do), or an old entry
+    in it shadows the new login. docker's helpers are not used for it; docker's config.json is not touched."""
+    log = helper(tmp_path, monkeypatch, "fake", {"Username": "x", "Secret": "y"})
+    docker = tmp_path / "docker" / "config.json"
+    write(docker, {"credsStore": "fake", "auths": {"reg.local": {"auth": b64("docker:old")}}})
+    auth_file = tmp_path / "containers" / "auth.json"
+    write(auth_file, {"auths": {"reg.local": {"auth": b64("old:stale")}, "other.local": {"auth": b64("o:p")}}})
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth_file))
+    stored = store_credentials("reg.local", Credential("u", "new"))
+    assert stored.path == auth_file and stored.helper is None
+    assert str(stored) == f"{auth_file} (REGISTRY_AUTH_FILE)"
+    assert stat.S_IMODE(auth_file.stat().st_mode) == 0o600
+    assert json.loads(auth_file.read_text())["auths"] == {"reg.local": {"auth": b64("u:new")},
+                                                          "other.local": {"auth": b64("o:p")}}
+    assert Keychain().lookup("reg.local") == Credential("u", "new")
+    assert json.loads(docker.read_text())["auths"] == {"reg.local": {"auth": b64("docker:old")}}
+    assert not log.exists()  # the helper was not asked
+    # a file that does not exist yet is created (private), Docker Hub under podman's key
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "new" / "auth.json"))
+    store_credentials("index.docker.io", Credential("h", "q"))
+    assert json.loads((tmp_path / "new" / "auth.json").read_text()) == {"auths": {"docker.io": {"auth": b64("h:q")}}}
+    assert Keychain().lookup("docker.io") == Credential("h", "q")
