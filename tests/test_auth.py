@@ -62,3 +62,19 @@ def test_login_writes_registry_auth_file_when_it_is_set(htpasswd_registry: Regis
     assert not docker_config(airgap_env).exists()
     r = run_airgap("copy", demo_registry.ref("demo/base-a:1.0"), f"{host}/x/base-a", env=env)
     assert r.returncode == 0, r.output
+
+
+def test_login_replaces_a_stale_entry_under_another_spelling(htpasswd_registry: RegistryServer,
+                                                             demo_registry: RegistryServer, run_airgap: RunAirgap,
+                                                             airgap_env: dict[str, str]) -> None:
+    """A stale ``https://HOST`` key, first in config.json, shadowed a fresh `airgap login HOST` (a new key next to
+    it): the copy after the login was refused, and its hint said to log in again."""
+    host = htpasswd_registry.host
+    config = docker_config(airgap_env)
+    write_json(config, {"auths": {f"https://{host}": {"auth": b64("alice:an-old-password")},
+                                  f"http://{host}/v2/": {"auth": b64("alice:older")}}})
+    r = run_airgap("login", host, "-u", "alice", "--password-stdin", input=PASSWORD + "\n")
+    assert r.returncode == 0, r.output
+    assert json.loads(config.read_text()) == {"auths": {host: {"auth": b64(f"alice:{PASSWORD}")}}}
+    r = run_airgap("copy", demo_registry.ref("demo/base-a:1.0"), f"{host}/x/base-a")
+    assert r.returncode == 0, r.output

@@ -72,11 +72,20 @@ def _read_json(path: Path) -> dict[str, Any]:
     return obj if isinstance(obj, dict) else {}
 
 
+def _exact_keys(host: str) -> set[str]:
+    """The ``auths`` keys that name ``host`` as logins write them (``host[:port]``; Docker Hub's docker key too)."""
+    return {host, HUB_CONFIG_KEY} if host == DOCKER_HUB else {host}
+
+
 def _from_auths(auths: Any, host: str, path: Path) -> Credential | None:
     if not isinstance(auths, dict):
         return None
-    for key, entry in auths.items():
-        if _config_key_host(key) != host or not isinstance(entry, dict):
+    exact = _exact_keys(host)
+    # an exact key first (what a login writes), then other spellings of the host (https://host, http://host/v2/)
+    keys = sorted((k for k in auths if _config_key_host(k) == host), key=lambda k: k not in exact)
+    for key in keys:
+        entry = auths[key]
+        if not isinstance(entry, dict):
             continue
         token = entry.get("identitytoken") or ""
         user, password = entry.get("username") or "", entry.get("password") or ""
@@ -202,6 +211,8 @@ def _store_in_file(path: Path, host: str, key: str, cred: Credential, *, helpers
     auths = config.setdefault("auths", {})
     if not isinstance(auths, dict):
         raise CredentialError(f"the 'auths' entry of {path} is not a JSON object", hint="fix or remove it")
+    for old in [k for k in auths if _config_key_host(k) == host]:
+        del auths[old]  # other spellings of the host (https://host, http://host/v2/): the new login replaces them
     helper = None
     if helpers:
         named = config.get("credHelpers")

@@ -165,3 +165,36 @@ def test_store_in_registry_auth_file_when_it_is_set(tmp_path: Path, monkeypatch:
     store_credentials("index.docker.io", Credential("h", "q"))
     assert json.loads((tmp_path / "new" / "auth.json").read_text()) == {"auths": {"docker.io": {"auth": b64("h:q")}}}
     assert Keychain().lookup("docker.io") == Credential("h", "q")
+
+
+@pytest.mark.parametrize("via", ["config.json", "helper", "REGISTRY_AUTH_FILE"])
+def test_login_replaces_every_spelling_of_the_host(via: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stale ``https://HOST`` (or ``http://HOST/v2/``) entry shadowed a fresh login: the login added a key and
+    the lookup took the first match."""
+    stale = {"https://reg.local:5000": {"auth": b64("old:one")}, "http://reg.local:5000/v2/": {"auth": b64("old:two")},
+             "reg.local:5001": {"auth": b64("other:port")}, "https://other.local": {"auth": b64("o:p")}}
+    path = tmp_path / "docker" / "config.json"
+    config: dict[str, object] = {"auths": stale}
+    if via == "helper":
+        helper(tmp_path, monkeypatch, "fake", {"Username": "u", "Secret": "new"})
+        config["credsStore"] = "fake"
+    if via == "REGISTRY_AUTH_FILE":
+        path = tmp_path / "auth.json"
+        monkeypatch.setenv("REGISTRY_AUTH_FILE", str(path))
+    write(path, config)
+    store_credentials("reg.local:5000", Credential("u", "new"))
+    auths = json.loads(path.read_text())["auths"]
+    assert set(auths) == {"reg.local:5001", "https://other.local", "reg.local:5000"}
+    assert auths["reg.local:5000"] == ({} if via == "helper" else {"auth": b64("u:new")})
+    assert Keychain().lookup("reg.local:5000") == Credential("u", "new")
+    assert Keychain().lookup("reg.local:5001") == Credential("other", "port")
+
+
+def test_lookup_prefers_the_exact_key(tmp_path: Path) -> None:
+    write(tmp_path / "docker" / "config.json", {"auths": {
+        "https://reg.local": {"auth": b64("stale:1")}, "reg.local": {"auth": b64("fresh:2")},
+        "registry-1.docker.io": {"auth": b64("stale:3")}, "https://index.docker.io/v1/": {"auth": b64("fresh:4")},
+        "https://only.local/v2/": {"auth": b64("only:5")}}})
+    assert Keychain().lookup("reg.local") == Credential("fresh", "2")
+    assert Keychain().lookup("only.local") == Credential("only", "5")  # another spelling still counts
+    assert Keychain().lookup("docker.io") == Credential("fresh", "4")  # docker login's key for Docker Hub
