@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
 
-from conftest import RunAirgap
+import pytest
+from conftest import RegistryFactory, RunAirgap
 from harness import RegistryServer
-from test_import_faults import assert_error_line
+from test_import_faults import Bundle, assert_complete, assert_error_line, bundle_2m, import_args
+
+__all__ = ["bundle_2m"]
 
 PASSWORD = "s3cret-pass"
 
@@ -29,6 +33,18 @@ def write_json(path: Path, obj: object) -> None:
 
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
+
+
+def counting_helper(tmp_path: Path, answer: dict[str, str]) -> tuple[dict[str, str], Path]:
+    """A ``docker-credential-counting`` on PATH that logs each call (``get HOST``) and gives ``answer``: the
+    environment to run airgap with, and the log."""
+    bindir, log = tmp_path / "bin", tmp_path / "helper-calls.log"
+    bindir.mkdir(exist_ok=True)
+    script = bindir / "docker-credential-counting"
+    script.write_text(f"#!/bin/sh\necho \"$1 $(cat)\" >> {log}\n"
+                      f"if [ \"$1\" = get ]; then echo '{json.dumps(answer)}'; fi\n")
+    script.chmod(0o755)
+    return {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}, log
 
 
 # --------------------------------------------------------------------------- 1. where login stores
@@ -78,3 +94,23 @@ def test_login_replaces_a_stale_entry_under_another_spelling(htpasswd_registry: 
     assert json.loads(config.read_text()) == {"auths": {host: {"auth": b64(f"alice:{PASSWORD}")}}}
     r = run_airgap("copy", demo_registry.ref("demo/base-a:1.0"), f"{host}/x/base-a")
     assert r.returncode == 0, r.output
+
+
+# --------------------------------------------------------------------------- 2. how lookups find them
+
+
+@pytest.mark.parametrize("auth", ["htpasswd", "token"])
+def test_a_credential_helper_runs_once_per_registry_per_run(auth: str, bundle_2m: Bundle,
+                                                             registry_factory: RegistryFactory, run_airgap: RunAirgap,
+                                                             airgap_env: dict[str, str], tmp_path: Path) -> None:
+    """The session asked the keychain on every request, and the keychain ran the helper (and read the config
+    files) each time: a 7-image import ran `docker-credential-X get` 125 times. Once per host per run now, with
+    4 threads pushing."""
+    target = registry_factory(auth=auth)
+    env, log = counting_helper(tmp_path, {"ServerURL": target.host, "Username": "alice", "Secret": PASSWORD})
+    write_json(docker_config(airgap_env), {"credsStore": "counting"})
+    r = run_airgap(*import_args(bundle_2m, target.host, tmp_path / "state", "--jobs", "4"), env=env)
+    assert_complete(target, bundle_2m, run=r, creds=target.creds)
+    calls = log.read_text().splitlines()
+    print(f"{auth}: import of {len(bundle_2m.manifest.images)} images ran the helper {len(calls)} time(s)")
+    assert calls == [f"get {target.host}"]

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,13 +139,25 @@ def run_helper(name: str, host: str) -> Credential | None:
 
 @dataclass
 class Keychain:
-    """Credentials by registry host: explicit ones first, then the config files and helpers."""
+    """Credentials by registry host: explicit ones first, then the config files and helpers.
+
+    What the files and helpers say for a host is looked up once and kept for the life of the keychain (a run):
+    every registry request asks for its host's credential, and a credential helper is a process to start (a
+    7-image import ran one 125 times). Thread-safe: the threads of a run that ask for a host at once wait for
+    one lookup."""
 
     explicit: dict[str, Credential] = field(default_factory=dict)
     use_files: bool = True
+    _found: dict[str, Credential | CredentialError | None] = field(default_factory=dict, init=False, repr=False,
+                                                                   compare=False)
+    _host_locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def add(self, host: str, cred: Credential) -> None:
-        self.explicit[parse_host(host)] = cred
+        host = parse_host(host)
+        with self._lock:
+            self.explicit[host] = cred
+            self._found.pop(host, None)
 
     def lookup(self, host: str) -> Credential | None:
         host = parse_host(host)
@@ -152,6 +165,24 @@ class Keychain:
             return self.explicit[host]
         if not self.use_files:
             return None
+        with self._lock:
+            lock = self._host_locks.setdefault(host, threading.Lock())
+        with lock:  # one lookup per host at a time; the others find its outcome
+            with self._lock:
+                known = host in self._found
+                found = self._found.get(host)
+            if not known:
+                try:
+                    found = self._from_files(host)
+                except CredentialError as exc:
+                    found = exc
+                with self._lock:
+                    self._found[host] = found
+        if isinstance(found, CredentialError):  # a broken file or helper: said again, not looked up again
+            raise CredentialError(found.message, hint=found.hint)
+        return found
+
+    def _from_files(self, host: str) -> Credential | None:
         auth_file = os.environ.get("REGISTRY_AUTH_FILE")
         if auth_file:
             cred = _from_auths(_read_json(Path(auth_file)).get("auths"), host, Path(auth_file))

@@ -2,6 +2,7 @@ import base64
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,48 @@ def test_lookup_prefers_the_exact_key(tmp_path: Path) -> None:
     assert Keychain().lookup("reg.local") == Credential("fresh", "2")
     assert Keychain().lookup("only.local") == Credential("only", "5")  # another spelling still counts
     assert Keychain().lookup("docker.io") == Credential("fresh", "4")  # docker login's key for Docker Hub
+
+
+def test_each_host_is_looked_up_once_per_keychain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every registry request asks for its host's credential: a helper ran on each (125 times in a 7-image import),
+    and the config files were read again. Now once per host, however many threads ask at once."""
+    log = helper(tmp_path, monkeypatch, "slow", {"Username": "u", "Secret": "pw"})
+    script = tmp_path / "bin" / "docker-credential-slow"
+    script.write_text(script.read_text().replace("#!/bin/sh\n", "#!/bin/sh\nsleep 0.3\n"))
+    none_log = helper(tmp_path, monkeypatch, "none", None)
+    write(tmp_path / "docker" / "config.json", {"credHelpers": {"reg.local": "slow", "empty.local": "none"}})
+    kc = Keychain()
+    got: list[Credential | None] = []
+
+    def ask(host: str) -> None:
+        got.append(kc.lookup(host))
+
+    threads = [threading.Thread(target=ask, args=(h,)) for h in ["reg.local", "https://reg.local/v2/"] * 8]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == [Credential("u", "pw")] * 16
+    assert [kc.lookup("empty.local") for _ in range(5)] == [None] * 5  # "not found" is kept too
+    (tmp_path / "docker" / "config.json").write_text("{broken")  # read once: not read again
+    assert kc.lookup("reg.local") == Credential("u", "pw")
+    assert log.read_text().splitlines() == ["get reg.local"]
+    assert none_log.read_text().splitlines() == ["get empty.local"]
+    kc.add("empty.local", Credential("x", "y"))  # explicit ones still win
+    assert kc.lookup("empty.local") == Credential("x", "y")
+    with pytest.raises(CredentialError, match="config.json"):  # another keychain (another run) reads again
+        Keychain().lookup("reg.local")
+
+
+def test_a_broken_helper_is_reported_on_every_lookup_but_run_once(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    log = helper(tmp_path, monkeypatch, "bad", {"Username": "u", "Secret": "pw"})
+    script = tmp_path / "bin" / "docker-credential-bad"
+    script.write_text(script.read_text().replace("#!/bin/sh\n", "#!/bin/sh\necho \"$1 $(cat)\" >> " + str(log)
+                                                 + "\nexit 3\n"))
+    write(tmp_path / "docker" / "config.json", {"credsStore": "bad"})
+    kc = Keychain()
+    for _ in range(3):
+        with pytest.raises(CredentialError, match="credential helper docker-credential-bad failed for reg.local"):
+            kc.lookup("reg.local")
+    assert log.read_text().splitlines() == ["get reg.local"]
