@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import RegistryFactory, RunAirgap
-from harness import RegistryServer
+from harness import RegistryServer, TokenServer
 from test_import_faults import Bundle, assert_complete, assert_error_line, bundle_2m, import_args
 
 __all__ = ["bundle_2m"]
@@ -114,3 +114,55 @@ def test_a_credential_helper_runs_once_per_registry_per_run(auth: str, bundle_2m
     calls = log.read_text().splitlines()
     print(f"{auth}: import of {len(bundle_2m.manifest.images)} images ran the helper {len(calls)} time(s)")
     assert calls == [f"get {target.host}"]
+
+
+# --------------------------------------------------------------------------- 3. what a refusal says
+
+
+def pull_only(user: str | None, scope_type: str, name: str, actions: list[str], server: TokenServer) -> list[str]:
+    """A token policy: everyone may pull, nobody may push."""
+    return ["pull"] if scope_type == "repository" and "pull" in actions else []
+
+
+def nothing_on_secret(user: str | None, scope_type: str, name: str, actions: list[str],
+                      server: TokenServer) -> list[str]:
+    """A token policy: authenticated users get everything, except on repositories under ``secret/``."""
+    return [] if user is None or name.startswith("secret/") else list(actions)
+
+
+def test_insufficient_scope_says_which_permission_is_lacking(demo_registry: RegistryServer, token_server: TokenServer,
+                                                             registry_factory: RegistryFactory, run_airgap: RunAirgap,
+                                                             tmp_path: Path) -> None:
+    """Accepted credentials whose token lacks push (or pull): distribution answers 401 with
+    error="insufficient_scope". It was reported as "the registry refused these credentials; check them or run
+    `airgap login`", which sent the user to log in again with the same (valid) credentials."""
+    target = registry_factory(auth="token", token_server=token_server)
+    host = target.host
+    r = run_airgap("login", host, "-u", "alice", "--password-stdin", input=PASSWORD + "\n")
+    assert r.returncode == 0, r.output
+
+    token_server.policy = pull_only
+    r = run_airgap("copy", demo_registry.ref("demo/base-a:1.0"), f"{host}/team/base-a")
+    line = assert_error_line(r, f"{host}/team/base-a", "401", "user 'alice'", "lacks push permission",
+                             "ask the registry's admin")
+    assert "refused these credentials" not in line and "airgap login" not in line, line
+    print(line)
+
+    token_server.policy = nothing_on_secret
+    r = run_airgap("keygen", str(tmp_path / "k"))
+    assert r.returncode == 0, r.output
+    r = run_airgap("export", f"{host}/secret/app:1.0", "--output", str(tmp_path / "b"), "--key", str(tmp_path / "k"))
+    line = assert_error_line(r, f"{host}/secret/app", "401", "user 'alice'", "lacks pull permission",
+                             "ask the registry's admin")
+    assert "refused these credentials" not in line and "airgap login" not in line, line
+    print(line)
+
+
+def test_insufficient_scope_for_anonymous_access_asks_for_credentials(demo_registry: RegistryServer,
+                                                                      registry_factory: RegistryFactory,
+                                                                      run_airgap: RunAirgap) -> None:
+    """Without credentials, a push refused for lack of scope needs credentials, not the admin."""
+    target = registry_factory(auth="token", anonymous_pull=True)
+    r = run_airgap("copy", demo_registry.ref("demo/base-a:1.0"), f"{target.host}/team/base-a")
+    line = assert_error_line(r, f"{target.host}/team/base-a", "401", f"airgap login {target.host}")
+    assert "lacks" not in line and "admin" not in line, line

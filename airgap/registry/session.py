@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 USER_AGENT = f"airgap/{__version__}"
 
 
@@ -543,6 +544,14 @@ class Session:
                                   status=status, codes=codes)
         if status == 401:
             cred = self._credential()
+            challenge = parse_challenge(resp.headers.get("www-authenticate", ""))
+            if challenge is not None and challenge.insufficient_scope and cred and not cred.empty:
+                # the credentials were accepted; the token they got lacks this request's permission
+                action = "push" if method in WRITES else "pull"
+                who = f"user {cred.username!r}" if cred.username else "the identity token's user"
+                where = f"{action} permission on {subject}" if repository else f"the permission to {what or method}"
+                return PermissionDenied(msg, hint=f"{who} is authenticated but lacks {where}; ask the registry's admin "
+                                                  f"to grant it, or use an account that has it", **kw)
             hint = ("the registry refused these credentials; check them or run `airgap login " + self.host + "`"
                     if cred and not cred.empty else
                     f"the registry needs credentials: run `airgap login {self.host}` or pass --username")
@@ -560,7 +569,7 @@ class Session:
         if status >= 500:
             return RegistryError(msg, hint="the registry failed; run again later, or tell its admin",
                                  retryable=True, **kw)
-        if status == 405 and method in ("POST", "PUT", "PATCH", "DELETE"):
+        if status == 405 and method in WRITES:
             return RegistryError(msg, hint="the registry takes no pushes (read-only, or in maintenance mode); "
                                            "ask its admin to open it for writes, then run again", **kw)
         return RegistryError(msg, hint="the registry refused the request (its answer is in parentheses); "
