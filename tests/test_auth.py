@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,64 @@ def test_insufficient_scope_for_anonymous_access_asks_for_credentials(demo_regis
     r = run_airgap("copy", demo_registry.ref("demo/base-a:1.0"), f"{target.host}/team/base-a")
     line = assert_error_line(r, f"{target.host}/team/base-a", "401", f"airgap login {target.host}")
     assert "lacks" not in line and "admin" not in line, line
+
+
+def user_options(line: str) -> set[str]:
+    """The user-name options a line names (``--username``, ``--src-username``, ``--dest-username``)."""
+    return set(re.findall(r"--(?:src-|dest-)?username", line))
+
+
+def test_401_hints_name_only_the_options_of_the_command(htpasswd_registry: RegistryServer,
+                                                        demo_registry: RegistryServer, bundle_2m: Bundle,
+                                                        run_airgap: RunAirgap, tmp_path: Path) -> None:
+    """A 401 without credentials said "run `airgap login HOST` or pass --username" whatever the command: export
+    has no credential option, copy has --src-username / --dest-username."""
+    host = htpasswd_registry.host
+    key = tmp_path / "k"
+    assert run_airgap("keygen", str(key)).returncode == 0
+    r = run_airgap("export", f"{host}/team/app:1.0", "--output", str(tmp_path / "b"), "--key", str(key))
+    line = assert_error_line(r, f"{host}/team/app", "401", f"run `airgap login {host}`")
+    assert user_options(line) == set(), line
+    r = run_airgap("copy", demo_registry.ref("demo/base-a:1.0"), f"{host}/team/base-a")
+    line = assert_error_line(r, f"{host}/team/base-a", "401", f"run `airgap login {host}`",
+                             "--dest-username USER (password on --password-stdin or in AIRGAP_DEST_PASSWORD)")
+    assert user_options(line) == {"--dest-username"}, line
+    r = run_airgap("copy", f"{host}/team/base-a:1.0", f"{demo_registry.host}/team/base-a")
+    line = assert_error_line(r, f"{host}/team/base-a", "401", f"run `airgap login {host}`",
+                             "--src-username USER (password on --password-stdin or in AIRGAP_SRC_PASSWORD)")
+    assert user_options(line) == {"--src-username"}, line
+    r = run_airgap(*import_args(bundle_2m, host, tmp_path / "state"))
+    line = assert_error_line(r, host, "401", f"run `airgap login {host}`",
+                             "--username USER (password on --password-stdin or in AIRGAP_PASSWORD)")
+    assert user_options(line) == {"--username"}, line
+    print(line)
+
+
+@pytest.mark.parametrize("auth", ["htpasswd", "token"])
+def test_a_failed_login_does_not_say_to_log_in(auth: str, registry_factory: RegistryFactory,
+                                               run_airgap: RunAirgap) -> None:
+    target = registry_factory(auth=auth)
+    r = run_airgap("login", target.host, "-u", "alice", "--password-stdin", input="not-the-password\n")
+    line = assert_error_line(r, target.host, "refused", "check the user name and password")
+    assert "airgap login" not in line and user_options(line) == set(), line
+    print(line)
+
+
+@pytest.mark.parametrize(("command", "option"), [("copy", "--src-username or --dest-username"),
+                                                  ("import", "--username"), ("inventory", "--username")])
+def test_password_stdin_without_a_user_name_is_refused(command: str, option: str, htpasswd_registry: RegistryServer,
+                                                       demo_registry: RegistryServer, bundle_2m: Bundle,
+                                                       run_airgap: RunAirgap, tmp_path: Path) -> None:
+    """`copy --password-stdin` without a user name read the password and dropped it: the copy then ran with
+    whatever else it found (here none: a 401 that said to log in)."""
+    host = htpasswd_registry.host
+    args = {"copy": ["copy", demo_registry.ref("demo/base-a:1.0"), f"{host}/team/base-a"],
+            "import": import_args(bundle_2m, host, tmp_path / "state"),
+            "inventory": ["inventory", "--registry", host, "--repo", "team/base-a", "--output",
+                          str(tmp_path / "inv.json")]}[command]
+    r = run_airgap(*args, "--password-stdin", input=PASSWORD + "\n")
+    assert_error_line(r, f"--password-stdin was given without {option}", f"add {option} USER", exit_code=2)
+    assert PASSWORD not in r.output
+    with htpasswd_registry.client(auth=("alice", PASSWORD)) as client:
+        assert client.get("/v2/_catalog").json()["repositories"] == []  # nothing was pushed
+    assert not (tmp_path / "inv.json").exists()

@@ -12,7 +12,15 @@ import click
 from airgap import audit
 from airgap.bundle.files import BundleError
 from airgap.bundle.reader import BundleReader, read_signed_manifest
-from airgap.cli.options import keychain_with, make_registries, read_password, registry_options, upload_option
+from airgap.cli.options import (
+    GivenCredentials,
+    keychain_with,
+    make_registries,
+    read_password,
+    refuse_password_without_user,
+    registry_options,
+    upload_option,
+)
 from airgap.cli.progress import ProgressBar
 from airgap.errors import AirgapError, InvalidInput
 from airgap.importing import ImportResult, Target, digest_ref, import_bundle, map_images
@@ -84,6 +92,7 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
 
     `host/path:tag` in the bundle becomes `REGISTRY/PREFIX/path:tag`; digests are preserved.
     """
+    refuse_password_without_user(password_stdin, ("--username", username))
     target = Target.parse(to)
     log_path = audit_log or (state_dir / "audit.jsonl" if state_dir else audit.default_audit_log())
     base = {"bundle_dir": str(directory), "target": str(target), "insecure_skip_signature": insecure_skip_signature}
@@ -112,7 +121,7 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
             _dry_run(reader, mapped, as_json, repairer)
             return
         password = read_password(password_stdin, "AIRGAP_PASSWORD")
-        keychain = keychain_with([(target.host, username, password, "AIRGAP_PASSWORD")])
+        keychain = keychain_with([GivenCredentials(target.host, "--username", username, password, "AIRGAP_PASSWORD")])
         journal = ImportJournal.open(state, manifest.bundle_id, str(target))
         with make_registries(insecure, ca_certs, jobs, retries, keychain, upload_chunk_size) as registries, \
                 ProgressBar(quiet=obj["quiet"] or as_json, desc="import") as bar, contextlib.closing(reader):

@@ -69,7 +69,7 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
     except (OSError, ValueError) as exc:
         raise CredentialError(f"cannot read credentials file {path}: {exc}",
-                              hint="fix or remove the file, or pass --username/--password-stdin") from None
+                              hint="fix the file, or move it away") from None
     return obj if isinstance(obj, dict) else {}
 
 
@@ -148,6 +148,9 @@ class Keychain:
 
     explicit: dict[str, Credential] = field(default_factory=dict)
     use_files: bool = True
+    options: dict[str, str] = field(default_factory=dict)
+    """Host -> how the running command takes credentials for it besides `airgap login` (its options, named in the
+    hints of errors: ``--dest-username USER ...``); a host without an entry has only `airgap login`."""
     _found: dict[str, Credential | CredentialError | None] = field(default_factory=dict, init=False, repr=False,
                                                                    compare=False)
     _host_locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -158,6 +161,11 @@ class Keychain:
         with self._lock:
             self.explicit[host] = cred
             self._found.pop(host, None)
+
+    def how_to_give(self, host: str) -> str:
+        """What to do to give credentials for ``host``, in the words of the running command."""
+        option = self.options.get(parse_host(host))
+        return f"run `airgap login {host}`" + (f", or pass {option}" if option else "")
 
     def lookup(self, host: str) -> Credential | None:
         host = parse_host(host)

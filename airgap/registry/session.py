@@ -368,7 +368,9 @@ class Session:
             who = f"user {cred.username!r}" if cred and cred.username else "anonymous access"
             subject = f"{self.host}/{repository}" if repository else self.host
             raise AuthError(f"{subject}: the token service refused {who} ({resp.status_code})",
-                            hint=f"check the user name and password, or run `airgap login {self.host}`",
+                            hint=(f"check the user name and password, or run `airgap login {self.host}`"
+                                  if cred and not cred.empty else
+                                  f"the registry needs credentials: {self.keychain.how_to_give(self.host)}"),
                             registry=self.host, repository=repository, status=resp.status_code, method="GET",
                             url=redact(realm))
         if resp.status_code != 200:
@@ -554,7 +556,7 @@ class Session:
                                                   f"to grant it, or use an account that has it", **kw)
             hint = ("the registry refused these credentials; check them or run `airgap login " + self.host + "`"
                     if cred and not cred.empty else
-                    f"the registry needs credentials: run `airgap login {self.host}` or pass --username")
+                    f"the registry needs credentials: {self.keychain.how_to_give(self.host)}")
             return AuthError(msg, hint=hint, **kw)
         if status == 403:
             return PermissionDenied(msg, **kw)
