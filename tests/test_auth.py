@@ -228,3 +228,21 @@ def test_password_stdin_without_a_user_name_is_refused(command: str, option: str
     with htpasswd_registry.client(auth=("alice", PASSWORD)) as client:
         assert client.get("/v2/_catalog").json()["repositories"] == []  # nothing was pushed
     assert not (tmp_path / "inv.json").exists()
+
+
+def test_airgap_password_is_read_by_import_inventory_and_login(htpasswd_registry: RegistryServer, bundle_2m: Bundle,
+                                                               run_airgap: RunAirgap, airgap_env: dict[str, str],
+                                                               tmp_path: Path) -> None:
+    """What the README says of AIRGAP_PASSWORD: the password of --username (import, inventory) and of login."""
+    host, env = htpasswd_registry.host, {"AIRGAP_PASSWORD": PASSWORD}
+    r = run_airgap(*import_args(bundle_2m, host, tmp_path / "state", "--username", "alice"), env=env)
+    assert_complete(htpasswd_registry, bundle_2m, run=r, creds=htpasswd_registry.creds)
+    r = run_airgap("inventory", "--registry", host, "--repo", "demo/base-a", "--output", str(tmp_path / "inv.json"),
+                   "--username", "alice", env=env)
+    assert r.returncode == 0, r.output
+    assert not docker_config(airgap_env).exists()
+    r = run_airgap("login", host, "-u", "alice", env=env)
+    assert r.returncode == 0, r.output
+    assert json.loads(docker_config(airgap_env).read_text()) == {"auths": {host: {"auth": b64(f"alice:{PASSWORD}")}}}
+    r = run_airgap("login", host, "-u", "alice")
+    assert_error_line(r, "no password given", "--password-stdin", "AIRGAP_PASSWORD", exit_code=2)

@@ -79,7 +79,8 @@ def result_json(result: ImportResult) -> dict[str, Any]:
 @click.option("--insecure-skip-signature", is_flag=True,
               help="DANGEROUS: import without checking the signature. Recorded in the audit log.")
 @click.option("--username", help="User name for the target registry (else `airgap login` / docker config).")
-@click.option("--password-stdin", is_flag=True, help="Read the target registry's password from standard input.")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the target registry's password from standard input (else from AIRGAP_PASSWORD).")
 @registry_options
 @upload_option
 @click.pass_obj
