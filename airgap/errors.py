@@ -8,7 +8,7 @@
     ├── UnsupportedManifest     schema1 or an unknown manifest type
     └── RegistryError           an HTTP exchange with a registry failed (method, redacted URL, status, codes)
         ├── AuthError           401: missing or wrong credentials
-        ├── PermissionDenied    403: the credentials lack rights
+        ├── PermissionDenied    403 (or 401 insufficient_scope): the credentials lack rights
         ├── NotFound            404: unknown repository, manifest or blob
         ├── TLSError            certificate verification failed
         └── ConnectionFailed    refused, reset or timed out after every retry

@@ -226,6 +226,24 @@ def test_tls_verification(tls_registry: RegistryServer, registry: RegistryServer
     assert skopeo_digest(registry.ref("test/img:v2")) == image.digest
 
 
+DAMAGED_PEM = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+
+
+@pytest.mark.parametrize("content", [b"hello\n", b"", DAMAGED_PEM], ids=["text", "empty", "damaged-pem"])
+def test_a_ca_cert_that_is_not_a_pem_certificate_is_named(content: bytes, tls_registry: RegistryServer,
+                                                          registry: RegistryServer, tmp_path: Path,
+                                                          run_airgap: Callable[..., Any]) -> None:
+    """A --ca-cert file that holds no PEM certificate: one line naming the file, exit 2 (it was an internal error,
+    exit 70, from OpenSSL: "SSLError: [X509: NO_CERTIFICATE_OR_CRL_FOUND] ...")."""
+    bad = tmp_path / "not-a-cert.crt"
+    bad.write_bytes(content)
+    for args in (["login", tls_registry.host, "-u", "alice", "--password-stdin"],
+                 ["copy", tls_registry.ref("test/img:v1"), registry.ref("test/img:v1")]):
+        r = run_airgap(*args, "--ca-cert", str(bad), input="pw\n")
+        line = assert_error_line(r, f"{bad} (--ca-cert) is not a PEM certificate", exit_code=2)
+        assert "internal error" not in line and "_ssl.c" not in line and "PEM form" in line, line
+
+
 # --------------------------------------------------------------------------- 5. connection refused
 
 

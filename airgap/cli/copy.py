@@ -7,11 +7,13 @@ import os
 import click
 
 from airgap.cli.options import (
+    GivenCredentials,
     keychain_with,
     make_registries,
     parse_platforms,
     platform_option,
     read_password,
+    refuse_password_without_user,
     registry_options,
     upload_option,
 )
@@ -43,14 +45,15 @@ def copy_cmd(obj: dict[str, bool], src: str, dst: str, platforms: tuple[str, ...
     DST without a tag takes SRC's tag. Credentials come from `airgap login`, docker's config.json,
     credential helpers or containers' auth.json, unless given here.
     """
+    refuse_password_without_user(password_stdin, ("--src-username", src_username), ("--dest-username", dest_username))
     request = copy_request(src, dst, parse_platforms(platforms))
     stdin_pw = read_password(True, "") if password_stdin else None
     stdin_for_src = stdin_pw is not None and src_username is not None and dest_username is None
     src_pw = stdin_pw if stdin_for_src else os.environ.get("AIRGAP_SRC_PASSWORD")
     dest_pw = stdin_pw if stdin_pw is not None and not stdin_for_src else os.environ.get("AIRGAP_DEST_PASSWORD")
-    pairs = [(request.source.host, src_username, src_pw, "AIRGAP_SRC_PASSWORD"),
-             (request.target.host, dest_username, dest_pw, "AIRGAP_DEST_PASSWORD")]
-    with make_registries(insecure, ca_certs, jobs, retries, keychain_with(pairs), upload_chunk_size) as registries, \
+    given = [GivenCredentials(request.source.host, "--src-username", src_username, src_pw, "AIRGAP_SRC_PASSWORD"),
+             GivenCredentials(request.target.host, "--dest-username", dest_username, dest_pw, "AIRGAP_DEST_PASSWORD")]
+    with make_registries(insecure, ca_certs, jobs, retries, keychain_with(given), upload_chunk_size) as registries, \
             ProgressBar(quiet=obj["quiet"], desc="copy") as bar:
         result = copy(registries, src, dst, platforms=request.platforms, jobs=jobs, progress=bar,
                       referrers=ReferrerOptions(enabled=not no_referrers))

@@ -13,7 +13,15 @@ import click
 from airgap import audit
 from airgap.bundle.files import BundleError
 from airgap.bundle.reader import BundleReader, ChunkCorrupt, ChunkMissing, read_signed_manifest
-from airgap.cli.options import keychain_with, make_registries, read_password, registry_options, upload_option
+from airgap.cli.options import (
+    GivenCredentials,
+    keychain_with,
+    make_registries,
+    read_password,
+    refuse_password_without_user,
+    registry_options,
+    upload_option,
+)
 from airgap.cli.progress import ProgressBar
 from airgap.errors import AirgapError, InvalidInput
 from airgap.importing import ImportResult, Target, check_relied, digest_ref, import_bundle, map_images
@@ -74,7 +82,8 @@ def result_json(result: ImportResult) -> dict[str, Any]:
 @click.option("--insecure-skip-signature", is_flag=True,
               help="DANGEROUS: import without checking the signature. Recorded in the audit log.")
 @click.option("--username", help="User name for the target registry (else `airgap login` / docker config).")
-@click.option("--password-stdin", is_flag=True, help="Read the target registry's password from standard input.")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the target registry's password from standard input (else from AIRGAP_PASSWORD).")
 @registry_options
 @upload_option
 @click.pass_obj
@@ -87,6 +96,7 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
 
     `host/path:tag` in the bundle becomes `REGISTRY/PREFIX/path:tag`; digests are preserved.
     """
+    refuse_password_without_user(password_stdin, ("--username", username))
     target = Target.parse(to)
     log_path = audit_log or (state_dir / "audit.jsonl" if state_dir else audit.default_audit_log())
     base = {"bundle_dir": str(directory), "target": str(target), "insecure_skip_signature": insecure_skip_signature}
@@ -112,7 +122,7 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
         reader = BundleReader(manifest, [directory, *media], verify_chunks=True,
                               repair=repairer.rebuild if repairer else None)
         password = read_password(password_stdin, "AIRGAP_PASSWORD")
-        keychain = keychain_with([(target.host, username, password, "AIRGAP_PASSWORD")])
+        keychain = keychain_with([GivenCredentials(target.host, "--username", username, password, "AIRGAP_PASSWORD")])
         if dry_run:
             _dry_run(reader, mapped, as_json, repairer)
             if manifest.is_delta:  # what the import checks first: the target must hold what the delta relies on

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from airgap.cli.options import keychain_with, make_registries, read_password, registry_options
+from airgap.cli.options import (
+    GivenCredentials,
+    keychain_with,
+    make_registries,
+    read_password,
+    refuse_password_without_user,
+    registry_options,
+)
 from airgap.importing import Target
 from airgap.inputs import format_size
 from airgap.inventory import take_inventory, write_inventory
@@ -40,10 +47,11 @@ def inventory_cmd(obj: dict[str, bool], registry: str, output: Path, repos: tupl
     Run it on the disconnected side and carry the file back: the next export leaves out every blob it
     lists, and `import` checks that the target still has them before it pushes anything.
     """
+    refuse_password_without_user(password_stdin, ("--username", username))
     target = Target.parse(registry)
     key = load_private_key(key_path, passphrase=read_passphrase(passphrase_file, os.environ)) if key_path else None
     password = read_password(password_stdin, "AIRGAP_PASSWORD")
-    keychain = keychain_with([(target.host, username, password, "AIRGAP_PASSWORD")])
+    keychain = keychain_with([GivenCredentials(target.host, "--username", username, password, "AIRGAP_PASSWORD")])
     with make_registries(insecure, ca_certs, jobs, retries, keychain) as registries:
         result = take_inventory(registries.client(target.host), target.prefix, repos, jobs=jobs)
     inv = result.inventory

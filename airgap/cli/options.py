@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,10 +67,32 @@ def read_password(password_stdin: bool, env_var: str) -> str | None:
     return os.environ.get(env_var)
 
 
-def keychain_with(pairs: list[tuple[str, str | None, str | None, str]]) -> Keychain:
-    """A keychain over the config files, with explicit (host, username, password) entries first."""
+@dataclass(frozen=True)
+class GivenCredentials:
+    """Credentials a command takes for one registry on its command line."""
+
+    host: str
+    option: str  # the user name's option: --username, --src-username, ...
+    user: str | None
+    password: str | None  # from --password-stdin, else from env_var
+    env_var: str
+
+
+def refuse_password_without_user(password_stdin: bool, *user_options: tuple[str, str | None]) -> None:
+    """``--password-stdin`` needs one of the user name options (a password alone was silently ignored)."""
+    if password_stdin and not any(user for _, user in user_options):
+        names = " or ".join(option for option, _ in user_options)
+        raise InvalidInput(f"--password-stdin was given without {names}",
+                           hint=f"add {names} USER: the user the password is for")
+
+
+def keychain_with(given: list[GivenCredentials]) -> Keychain:
+    """A keychain over the config files, with the credentials given on the command line first; errors name
+    these options."""
     keychain = Keychain()
-    for host, user, password, env_var in pairs:
+    for g in given:
+        host, user, password, env_var = g.host, g.user, g.password, g.env_var
+        keychain.options.setdefault(host, f"{g.option} USER (password on --password-stdin or in {env_var})")
         if user:
             if password is None:
                 raise InvalidInput(f"a user name for {host} was given without a password",

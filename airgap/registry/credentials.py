@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,15 +69,24 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
     except (OSError, ValueError) as exc:
         raise CredentialError(f"cannot read credentials file {path}: {exc}",
-                              hint="fix or remove the file, or pass --username/--password-stdin") from None
+                              hint="fix the file, or move it away") from None
     return obj if isinstance(obj, dict) else {}
+
+
+def _exact_keys(host: str) -> set[str]:
+    """The ``auths`` keys that name ``host`` as logins write them (``host[:port]``; Docker Hub's docker key too)."""
+    return {host, HUB_CONFIG_KEY} if host == DOCKER_HUB else {host}
 
 
 def _from_auths(auths: Any, host: str, path: Path) -> Credential | None:
     if not isinstance(auths, dict):
         return None
-    for key, entry in auths.items():
-        if _config_key_host(key) != host or not isinstance(entry, dict):
+    exact = _exact_keys(host)
+    # an exact key first (what a login writes), then other spellings of the host (https://host, http://host/v2/)
+    keys = sorted((k for k in auths if _config_key_host(k) == host), key=lambda k: k not in exact)
+    for key in keys:
+        entry = auths[key]
+        if not isinstance(entry, dict):
             continue
         token = entry.get("identitytoken") or ""
         user, password = entry.get("username") or "", entry.get("password") or ""
@@ -92,17 +102,26 @@ def _from_auths(auths: Any, host: str, path: Path) -> Credential | None:
     return None
 
 
-def run_helper(name: str, host: str) -> Credential | None:
-    """Ask ``docker-credential-<name>`` for ``host``'s credentials."""
-    server = HUB_CONFIG_KEY if host == DOCKER_HUB else host
+def _call_helper(name: str, action: str, payload: bytes, host: str) -> subprocess.CompletedProcess[bytes]:
+    """Run ``docker-credential-<name> <action>`` with ``payload`` on its standard input."""
     try:
-        proc = subprocess.run([f"docker-credential-{name}", "get"], input=server.encode(),
-                              capture_output=True, timeout=60, check=False)
+        return subprocess.run([f"docker-credential-{name}", action], input=payload, capture_output=True, timeout=60,
+                              check=False)
     except FileNotFoundError:
         raise CredentialError(f"credential helper docker-credential-{name} (configured for {host}) is not installed",
                               hint="install it, or remove it from your docker config.json") from None
     except subprocess.TimeoutExpired:
         raise CredentialError(f"credential helper docker-credential-{name} did not answer within 60 s") from None
+    except OSError as exc:  # not executable, not a program
+        raise CredentialError(f"cannot run credential helper docker-credential-{name} (configured for {host}): "
+                              f"{exc.strerror or exc}",
+                              hint="fix its installation, or remove it from your docker config.json") from None
+
+
+def run_helper(name: str, host: str) -> Credential | None:
+    """Ask ``docker-credential-<name>`` for ``host``'s credentials."""
+    server = HUB_CONFIG_KEY if host == DOCKER_HUB else host
+    proc = _call_helper(name, "get", server.encode(), host)
     if proc.returncode != 0:
         if b"credentials not found" in proc.stdout + proc.stderr:
             return None
@@ -120,13 +139,33 @@ def run_helper(name: str, host: str) -> Credential | None:
 
 @dataclass
 class Keychain:
-    """Credentials by registry host: explicit ones first, then the config files and helpers."""
+    """Credentials by registry host: explicit ones first, then the config files and helpers.
+
+    What the files and helpers say for a host is looked up once and kept for the life of the keychain (a run):
+    every registry request asks for its host's credential, and a credential helper is a process to start (a
+    7-image import ran one 125 times). Thread-safe: the threads of a run that ask for a host at once wait for
+    one lookup."""
 
     explicit: dict[str, Credential] = field(default_factory=dict)
     use_files: bool = True
+    options: dict[str, str] = field(default_factory=dict)
+    """Host -> how the running command takes credentials for it besides `airgap login` (its options, named in the
+    hints of errors: ``--dest-username USER ...``); a host without an entry has only `airgap login`."""
+    _found: dict[str, Credential | CredentialError | None] = field(default_factory=dict, init=False, repr=False,
+                                                                   compare=False)
+    _host_locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def add(self, host: str, cred: Credential) -> None:
-        self.explicit[parse_host(host)] = cred
+        host = parse_host(host)
+        with self._lock:
+            self.explicit[host] = cred
+            self._found.pop(host, None)
+
+    def how_to_give(self, host: str) -> str:
+        """What to do to give credentials for ``host``, in the words of the running command."""
+        option = self.options.get(parse_host(host))
+        return f"run `airgap login {host}`" + (f", or pass {option}" if option else "")
 
     def lookup(self, host: str) -> Credential | None:
         host = parse_host(host)
@@ -134,6 +173,24 @@ class Keychain:
             return self.explicit[host]
         if not self.use_files:
             return None
+        with self._lock:
+            lock = self._host_locks.setdefault(host, threading.Lock())
+        with lock:  # one lookup per host at a time; the others find its outcome
+            with self._lock:
+                known = host in self._found
+                found = self._found.get(host)
+            if not known:
+                try:
+                    found = self._from_files(host)
+                except CredentialError as exc:
+                    found = exc
+                with self._lock:
+                    self._found[host] = found
+        if isinstance(found, CredentialError):  # a broken file or helper: said again, not looked up again
+            raise CredentialError(found.message, hint=found.hint)
+        return found
+
+    def _from_files(self, host: str) -> Credential | None:
         auth_file = os.environ.get("REGISTRY_AUTH_FILE")
         if auth_file:
             cred = _from_auths(_read_json(Path(auth_file)).get("auths"), host, Path(auth_file))
@@ -161,27 +218,56 @@ class Keychain:
         return None
 
 
-def store_credentials(host: str, cred: Credential, path: Path | None = None) -> Path:
-    """Store credentials as ``docker login`` does: via the configured helper, else in config.json (0600)."""
+@dataclass(frozen=True)
+class StoredCredentials:
+    """Where :func:`store_credentials` put them: a file, or the credential helper that file names."""
+
+    path: Path
+    helper: str | None = None
+    chosen_by: str = ""  # the environment variable that named the file, if one did
+
+    def __str__(self) -> str:
+        where = f"{self.path} ({self.chosen_by})" if self.chosen_by else str(self.path)
+        return f"docker-credential-{self.helper} (named in {where})" if self.helper else where
+
+
+def store_credentials(host: str, cred: Credential, path: Path | None = None) -> StoredCredentials:
+    """Store credentials where the lookups find them first, as ``podman login`` / ``skopeo login`` and ``docker login``
+    do: in ``$REGISTRY_AUTH_FILE`` when it is set (containers' auth.json format), else via docker's configured
+    helper, else in docker's config.json. Files are written 0600."""
     host = parse_host(host)
-    path = path or docker_config_path()
-    config = _read_json(path)
+    auth_file = os.environ.get("REGISTRY_AUTH_FILE") if path is None else None
+    if auth_file:
+        # what `podman login` writes there; docker's helpers belong to docker's config.json, not to this file
+        return _store_in_file(Path(auth_file), host, host, cred, helpers=False, chosen_by="REGISTRY_AUTH_FILE")
     key = HUB_CONFIG_KEY if host == DOCKER_HUB else host
+    return _store_in_file(path or docker_config_path(), host, key, cred, helpers=True)
+
+
+def _store_in_file(path: Path, host: str, key: str, cred: Credential, *, helpers: bool,
+                   chosen_by: str = "") -> StoredCredentials:
+    config = _read_json(path)
+    auths = config.setdefault("auths", {})
+    if not isinstance(auths, dict):
+        raise CredentialError(f"the 'auths' entry of {path} is not a JSON object", hint="fix or remove it")
+    for old in [k for k in auths if _config_key_host(k) == host]:
+        del auths[old]  # other spellings of the host (https://host, http://host/v2/): the new login replaces them
     helper = None
-    helpers = config.get("credHelpers")
-    if isinstance(helpers, dict):
-        helper = next((h for k, h in helpers.items() if _config_key_host(k) == host), None)
-    helper = helper or config.get("credsStore") or None
+    if helpers:
+        named = config.get("credHelpers")
+        if isinstance(named, dict):
+            helper = next((h for k, h in named.items() if _config_key_host(k) == host), None)
+        helper = helper or config.get("credsStore") or None
     if isinstance(helper, str):
         payload = json.dumps({"ServerURL": key, "Username": cred.username, "Secret": cred.password})
-        proc = subprocess.run([f"docker-credential-{helper}", "store"], input=payload.encode(),
-                              capture_output=True, timeout=60, check=False)
+        proc = _call_helper(helper, "store", payload.encode(), host)
         if proc.returncode != 0:
             raise CredentialError(f"credential helper docker-credential-{helper} could not store the credentials")
-        config.setdefault("auths", {})[key] = {}
+        auths[key] = {}
     else:
+        helper = None
         auth = base64.b64encode(f"{cred.username}:{cred.password}".encode()).decode()
-        config.setdefault("auths", {})[key] = {"auth": auth}
+        auths[key] = {"auth": auth}
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_atomic(path, (json.dumps(config, indent="\t") + "\n").encode(), mode=0o600)
-    return path
+    return StoredCredentials(path, helper, chosen_by)

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import logging
 import random
+import re
 import ssl
 import threading
 import time
@@ -25,6 +26,7 @@ from airgap import __version__, tls
 from airgap.errors import (
     AuthError,
     ConnectionFailed,
+    InvalidInput,
     NotFound,
     PermissionDenied,
     RegistryError,
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 USER_AGENT = f"airgap/{__version__}"
 
 
@@ -104,6 +107,9 @@ def redact(url: str | httpx.URL) -> str:
     if u.query:
         text += "?" + "&".join(f"{k}=…" for k in u.params)
     return text
+
+
+_SSL_NOISE = re.compile(r"^\[[^\]]*\]|\(_ssl\.c:\d+\)$")  # OpenSSL's "[LIB: CODE]" prefix and source position
 
 
 def _cert_error(exc: BaseException) -> bool:
@@ -225,7 +231,21 @@ class Session:
             return tls.system_context()  # shared, loaded once (see the module)
         ctx = ssl.create_default_context()
         for ca in extra:
-            ctx.load_verify_locations(cafile=str(ca))
+            origin = "--ca-cert" if ca in self.options.ca_certs else f"for registry {self.host}"
+            fix = "give" if ca in self.options.ca_certs else "replace it with"
+            try:
+                ctx.load_verify_locations(cafile=str(ca))
+            except ssl.SSLError as exc:  # OpenSSL found no certificate in it (also a DER one), or a damaged one
+                reason = ("no certificate found in it" if exc.reason == "NO_CERTIFICATE_OR_CRL_FOUND" else
+                          f"OpenSSL cannot read it ({_SSL_NOISE.sub('', str(exc)).strip() or exc.reason})")
+                raise InvalidInput(
+                    f"CA certificate {ca} ({origin}) is not a PEM certificate: {reason}",
+                    hint=f"{fix} the registry's CA certificate in PEM form (a DER one converts with "
+                         f"`openssl x509 -inform der -in {ca} -out {ca}.pem`)") from None
+            except OSError as exc:  # gone since the option was checked, a dangling link or a directory in certs.d
+                raise InvalidInput(f"cannot read CA certificate {ca} ({origin}): {exc.strerror or exc}",
+                                   hint="check the path" if ca in self.options.ca_certs else
+                                   "fix or remove it") from None
         return ctx
 
     def _make_client(self) -> httpx.Client:
@@ -348,7 +368,9 @@ class Session:
             who = f"user {cred.username!r}" if cred and cred.username else "anonymous access"
             subject = f"{self.host}/{repository}" if repository else self.host
             raise AuthError(f"{subject}: the token service refused {who} ({resp.status_code})",
-                            hint=f"check the user name and password, or run `airgap login {self.host}`",
+                            hint=(f"check the user name and password, or run `airgap login {self.host}`"
+                                  if cred and not cred.empty else
+                                  f"the registry needs credentials: {self.keychain.how_to_give(self.host)}"),
                             registry=self.host, repository=repository, status=resp.status_code, method="GET",
                             url=redact(realm))
         if resp.status_code != 200:
@@ -524,9 +546,17 @@ class Session:
                                   status=status, codes=codes)
         if status == 401:
             cred = self._credential()
+            challenge = parse_challenge(resp.headers.get("www-authenticate", ""))
+            if challenge is not None and challenge.insufficient_scope and cred and not cred.empty:
+                # the credentials were accepted; the token they got lacks this request's permission
+                action = "push" if method in WRITES else "pull"
+                who = f"user {cred.username!r}" if cred.username else "the identity token's user"
+                where = f"{action} permission on {subject}" if repository else f"the permission to {what or method}"
+                return PermissionDenied(msg, hint=f"{who} is authenticated but lacks {where}; ask the registry's admin "
+                                                  f"to grant it, or use an account that has it", **kw)
             hint = ("the registry refused these credentials; check them or run `airgap login " + self.host + "`"
                     if cred and not cred.empty else
-                    f"the registry needs credentials: run `airgap login {self.host}` or pass --username")
+                    f"the registry needs credentials: {self.keychain.how_to_give(self.host)}")
             return AuthError(msg, hint=hint, **kw)
         if status == 403:
             return PermissionDenied(msg, **kw)
@@ -541,7 +571,7 @@ class Session:
         if status >= 500:
             return RegistryError(msg, hint="the registry failed; run again later, or tell its admin",
                                  retryable=True, **kw)
-        if status == 405 and method in ("POST", "PUT", "PATCH", "DELETE"):
+        if status == 405 and method in WRITES:
             return RegistryError(msg, hint="the registry takes no pushes (read-only, or in maintenance mode); "
                                            "ask its admin to open it for writes, then run again", **kw)
         return RegistryError(msg, hint="the registry refused the request (its answer is in parentheses); "

@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 import trustme
 from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from airgap import tls
 from airgap.cli.main import cli
+from airgap.errors import InvalidInput
 from airgap.registry.session import RegistryOptions, Session
 
 
@@ -72,3 +75,33 @@ def test_registry_commands_start_loading_it_before_their_modules() -> None:
     result = CliRunner().invoke(cli, ["export", "--help"])
     assert result.exit_code == 0
     assert tls._loading or tls._contexts
+
+
+@pytest.mark.parametrize("case", ["text", "der", "damaged-pem", "dangling-link", "directory"])
+def test_a_certs_d_file_that_is_no_pem_certificate_is_named(case: str, tmp_path: Path) -> None:
+    """A ``certs.d/HOST/*.crt`` that holds no PEM certificate, or cannot be read: an InvalidInput (exit 2) naming
+    the file and the registry, not OpenSSL's SSLError (an internal error, exit 70)."""
+    host_dir = tmp_path / "certs.d" / "registry.example:5000"
+    host_dir.mkdir(parents=True)
+    bad = host_dir / "ca.crt"
+    if case == "text":
+        bad.write_text("hello\n")
+    elif case == "der":
+        cert = x509.load_pem_x509_certificate(trustme.CA().cert_pem.bytes())
+        bad.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    elif case == "damaged-pem":
+        bad.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    elif case == "dangling-link":
+        bad.symlink_to(tmp_path / "gone.crt")
+    else:
+        bad.mkdir()
+    options = RegistryOptions(certs_d=tmp_path / "certs.d")
+    with pytest.raises(InvalidInput) as info:
+        Session("registry.example:5000", options=options)
+    text = str(info.value)
+    assert info.value.exit_code == 2
+    assert str(bad) in text and "registry.example:5000" in text and "_ssl.c" not in text, text
+    if case in ("dangling-link", "directory"):
+        assert text.startswith(f"cannot read CA certificate {bad}"), text
+    else:
+        assert f"{bad} (for registry registry.example:5000) is not a PEM certificate" in text, text
