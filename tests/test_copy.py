@@ -131,6 +131,13 @@ def test_token_auth_caches_tokens_and_mounts(demo_registry: RegistryServer, toke
     assert r.returncode == 0, r.output
     assert "0 uploaded" in r.stdout and "13 mounted" in r.stdout
     assert any(len(req.scopes) == 2 for req in server.requests), server.requests
+    # short-lived tokens (8 s) are still reused: a quarter of their life as the margin, not a fixed 10 s
+    server.expires_in = 8
+    server.reset_counters()
+    r = run_airgap("copy", f"{demo_registry.host}/demo/many-layers:1.0", f"{token_registry.host}/c/many",
+                   "--jobs", "4")
+    assert r.returncode == 0, r.output
+    assert 1 <= len(server.requests) <= 4, server.requests
 
 
 def test_explicit_credentials_without_login(demo_registry: RegistryServer, htpasswd_registry: RegistryServer,

@@ -71,9 +71,12 @@ def merge_scopes(*groups: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 class Token:
     value: str = field(repr=False)
     expires_at: float
+    lifetime: float = 60.0  # the expires_in it came with
 
-    def fresh(self, margin: float = 10.0) -> bool:
-        return time.monotonic() < self.expires_at - margin
+    def fresh(self) -> bool:
+        """Still good for a request: not within 10 s of its end, or a quarter of its life for a short-lived one
+        (a token of 10 s or less was never fresh under a fixed 10 s margin: a new one for every request)."""
+        return time.monotonic() < self.expires_at - min(10.0, self.lifetime / 4)
 
 
 class TokenCache:

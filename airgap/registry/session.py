@@ -387,7 +387,7 @@ class Session:
             raise AuthError(f"{self.host}: the token service gave no token", registry=self.host,
                             hint="tell the registry's admin")
         log.debug("registry %s: token for %s (expires in %ss)", self.host, " ".join(scopes) or "-", expires)
-        return Token(value, time.monotonic() + expires)
+        return Token(value, time.monotonic() + expires, expires)
 
     # -- requests -----------------------------------------------------------------------------
     def url(self, path: str) -> str:
