@@ -809,6 +809,25 @@ def test_sigkill_before_the_closing_put_continues(bundle_12m: Bundle, registry: 
     assert [r.resumable for r in reports] == [True]
 
 
+def test_a_token_that_dies_before_its_time_mid_upload_is_replaced_and_the_upload_continues(
+        bundle_12m: Bundle, token_registry: RegistryServer, fault_proxy_factory: FaultProxyFactory,
+        run_airgap: RunAirgap, tmp_path: Path) -> None:
+    """The token service says a token lasts 300 s, but the registry refuses it after 3 s: a PATCH of a streamed
+    upload cannot be sent again as it was, so the upload fetches a new token and resumes at the registry's offset
+    (it failed with 'the registry refused these credentials')."""
+    server = token_registry.token_server
+    assert server is not None
+    server.token_ttl = -57  # distribution allows 60 s of clock skew past exp: each token dies 3 s after it is made
+    proxy = fault_proxy_factory(token_registry.host)
+    proxy.rate_limit(2 * MiB)  # the 12 MiB layer takes about 6 s: several tokens die on the way
+    r = run_airgap(*import_args(bundle_12m, proxy.host, tmp_path / "state", "--upload-chunk-size", "1MiB",
+                                "--username", "alice", "--json"), env={"AIRGAP_PASSWORD": "s3cret-pass"})
+    assert r.returncode == 0, r.output
+    assert len(server.issued) > 2, server.issued
+    for name, digest in bundle_12m.digests.items():
+        assert skopeo_digest(f"{token_registry.host}/{name}", creds="alice:s3cret-pass") == digest
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_mid_patch_ends_the_patch_and_the_next_run_continues_the_session(
         sig: signal.Signals, bundle_12m: Bundle, registry: RegistryServer, fault_proxy_factory: FaultProxyFactory,

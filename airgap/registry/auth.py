@@ -103,6 +103,10 @@ class TokenCache:
         with self._lock:
             self._tokens[scopes] = token
 
+    def clear(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
     def drop(self, scopes: tuple[str, ...]) -> None:
         with self._lock:
             self._tokens.pop(scopes, None)

@@ -445,12 +445,15 @@ class RegistryClient:
         hdrs = {**headers, "Content-Length": str(size)}
         try:
             resp = self.session.request(method, url, scopes=(repo_scope(repository, "pull,push"),), headers=hdrs,
-                                        content=body, ok=ok + (408, 416, 429, 500, 502, 503, 504, 404),
+                                        content=body, ok=ok + (401, 408, 416, 429, 500, 502, 503, 504, 404),
                                         repository=repository, what="upload a blob to", retry=False)
         except ConnectionFailed:
             raise
         if resp.status_code in ok:
             return resp
+        if self.session.token_refused(resp):  # a token that died early: a new one, and the upload resumes
+            resp.close()
+            raise _Retry(f"{method} {redact(url)} answered 401: the registry refused the token; getting a new one")
         if resp.status_code == 404 or (resp.status_code >= 408 and not storage_full(resp)):
             codes, text = registry_errors(resp)
             detail = " ".join(c for c in codes if c) or resp.reason_phrase

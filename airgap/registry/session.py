@@ -464,6 +464,18 @@ class Session:
             log.debug("%s %s -> %d", method, redact(url), resp.status_code)
             return resp
 
+    def token_refused(self, resp: httpx.Response) -> bool:
+        """A 401 to a request that cannot be replayed (a streamed upload), where the bearer token it carried is
+        what the registry refused (expired before its time, revoked): the token is dropped, so that the next
+        request fetches another, and True is returned (the caller then resumes the upload)."""
+        if resp.status_code != 401 or self._challenge is None or self._challenge.scheme != "bearer":
+            return False
+        ch = parse_challenge(resp.headers.get("www-authenticate", ""))
+        if ch is None or ch.scheme != "bearer" or ch.params.get("error") == "insufficient_scope":
+            return False
+        self._tokens.clear()  # a token granted for more scopes may serve these: none is trusted any more
+        return True
+
     def _send_authed(self, method: str, url: str, headers: dict[str, str],
                      content: bytes | Iterable[bytes] | None, scopes: tuple[str, ...],
                      stream: bool, replayable: bool) -> httpx.Response:
