@@ -226,6 +226,17 @@ def test_tls_verification(tls_registry: RegistryServer, registry: RegistryServer
     assert skopeo_digest(registry.ref("test/img:v2")) == image.digest
 
 
+def test_a_certificate_for_another_name_is_named_as_such(tls_registry: RegistryServer, registry: RegistryServer,
+                                                         run_airgap: Callable[..., Any]) -> None:
+    """The CA is trusted but the certificate does not name the host as the user wrote it (127.1 is 127.0.0.1,
+    a name the certificate does not list): "pass --ca-cert" would not help, and is not what it says."""
+    assert tls_registry.ca_cert is not None
+    host = f"127.1:{tls_registry.port}"
+    r = run_airgap("copy", "--ca-cert", str(tls_registry.ca_cert), f"{host}/x/y:1", registry.ref("x/y:1"))
+    line = assert_error_line(r, host, "certificate", f"the certificate is trusted but not issued for {host}")
+    assert "pass the registry's CA" not in line
+
+
 DAMAGED_PEM = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
 
 

@@ -439,9 +439,12 @@ class Session:
                 resp: httpx.Response = send()
             except httpx.TransportError as exc:
                 if _cert_error(exc):
+                    mismatch = "mismatch" in str(exc) or "not valid for" in str(exc)
                     raise TLSError(f"{self.host}: TLS certificate verification failed ({exc})",
-                                   registry=self.host, repository=repository, method=method,
-                                   url=redact(url)) from exc
+                                   registry=self.host, repository=repository, method=method, url=redact(url),
+                                   hint=(f"the certificate is trusted but not issued for {self.host}: use a name "
+                                         "it lists, or have it reissued for this one; --insecure-registry "
+                                         f"{self.host} skips verification") if mismatch else None) from exc
                 if attempt >= limit:
                     raise ConnectionFailed(
                         f"cannot {what or 'reach'} {self._subject(repository) or self.host + ' '}after {attempt} "
