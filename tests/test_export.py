@@ -446,6 +446,18 @@ def test_export_is_audited(demo_registry: RegistryServer, key: Path, tmp_path: P
     assert records[0]["bundle_id"] == manifest.bundle_id
     assert records[0]["images"][0]["digest"] == str(manifest.images[0].digest)
     assert "demo/nope" in records[1]["error"] and records[1]["user"] and records[1]["host"]
+    import pwd
+
+    assert records[0]["user"] == pwd.getpwuid(os.getuid()).pw_name and records[0]["output"] == str(out.absolute())
+    # a log that cannot be written: refused before anything is made, in one line (it was an internal error at the
+    # end, after the work)
+    r = run_airgap("export", f"{demo_registry.host}/demo/base-a:1.0", "--output", str(tmp_path / "b3"), "--key",
+                   str(key), "--audit-log", str(log / "x"), env={"LOGNAME": "mallory", "USER": "mallory"})
+    assert r.returncode == 2 and f"cannot write the audit log {log / 'x'}" in r.stderr, r.output
+    assert r.stderr.count("\n") == 1 and not (tmp_path / "b3").exists()
+    r = run_airgap("export", f"{demo_registry.host}/demo/base-a:1.0", "--output", str(tmp_path / "b3"), "--key",
+                   str(key), "--audit-log", str(log), env={"LOGNAME": "mallory", "USER": "mallory"})
+    assert r.returncode == 0 and json.loads(log.read_text().splitlines()[-1])["user"] != "mallory"
 
 
 def test_a_second_export_into_the_same_directory_is_refused_while_the_first_runs(

@@ -187,6 +187,12 @@ def test_insecure_skip_signature_is_loud_and_audited(bundle: Path, registry2: Re
     records = [json.loads(x) for x in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()]
     assert records[-1]["insecure_skip_signature"] is True and records[-1]["outcome"] == "ok"
     assert records[0]["outcome"] == "failed"
+    assert records[-1]["bundle_dir"] == str(bundle.absolute())
+    # an import that could not be recorded does not start
+    r = run_airgap("import", str(bundle), "--to", f"{registry2.host}/unlogged", "--insecure-skip-signature",
+                   "--state-dir", str(tmp_path / "state"), "--audit-log", str(bundle / "manifest.json" / "x"))
+    assert r.returncode == 2 and "cannot write the audit log" in r.stderr, r.output
+    assert not [x for x in registry2.client().get("/v2/_catalog").json()["repositories"] if "unlogged" in x]
 
 
 def test_import_from_copied_media_dirs(bundle: Path, key: Path, registry2: RegistryServer, tmp_path: Path,

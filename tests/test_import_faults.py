@@ -849,6 +849,7 @@ def test_ctrl_c_mid_patch_ends_the_patch_and_the_next_run_continues_the_session(
     assert proc.returncode == 130, out + err
     assert "stopping: each upload in flight ends the part it is sending" in err and "Traceback" not in err
     assert err.rstrip().endswith("airgap: interrupted; run the same command again to resume"), err
+    assert json.loads((state / "audit.jsonl").read_text().splitlines()[-1])["outcome"] == "interrupted"
     _wait_idle(proxy)
     sent = _patches_for(list(proxy.requests), large.repository)
     journal = ImportJournal.open(state, bundle_12m.manifest.bundle_id, proxy.host)

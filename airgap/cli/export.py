@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -196,10 +197,16 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
             return
         assert key is not None
         log_path = audit_log or audit.default_audit_log()
-        base = {"output": str(output), "key_id": key.public.key_id, "chunk_size": size}
+        audit.check(log_path)  # an export that cannot be recorded does not start
+        base = {"output": str(output.absolute()), "key_id": key.public.key_id, "chunk_size": size}
         try:
             with ProgressBar(quiet=obj["quiet"], desc="export") as bar:
                 result = export(registries, requests, output, key, options, progress=bar)
+        except KeyboardInterrupt:
+            with contextlib.suppress(AirgapError):
+                audit.append(log_path, "export", outcome="interrupted", images=[str(r.source) for r in requests],
+                             **base)
+            raise
         except AirgapError as exc:
             audit.append(log_path, "export", outcome="failed", error=str(exc),
                          images=[str(r.source) for r in requests], **base)

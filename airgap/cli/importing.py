@@ -99,7 +99,10 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
     refuse_password_without_user(password_stdin, ("--username", username))
     target = Target.parse(to)
     log_path = audit_log or (state_dir / "audit.jsonl" if state_dir else audit.default_audit_log())
-    base = {"bundle_dir": str(directory), "target": str(target), "insecure_skip_signature": insecure_skip_signature}
+    if not dry_run:
+        audit.check(log_path)  # an import that cannot be recorded does not start
+    base = {"bundle_dir": str(directory.absolute()), "target": str(target),
+            "insecure_skip_signature": insecure_skip_signature}
     try:
         if insecure_skip_signature:
             click.echo("WARNING: --insecure-skip-signature: the bundle's signature is NOT checked; its content may "
@@ -136,8 +139,13 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
                 ProgressBar(quiet=obj["quiet"] or as_json, desc="import") as bar, contextlib.closing(reader):
             result = import_bundle(registries, reader, target, mapped, journal, jobs=jobs, progress=bar,
                                    repairer=repairer, known=KnownBlobs.open(state, target.host))
+    except KeyboardInterrupt:
+        with contextlib.suppress(AirgapError):
+            audit.append(log_path, "import", outcome="interrupted", **base)
+        raise
     except AirgapError as exc:
-        audit.append(log_path, "import", outcome="failed", error=str(exc), **base)
+        if not dry_run:
+            audit.append(log_path, "import", outcome="failed", error=str(exc), **base)
         if as_json:  # a script reads stdout: a document there too, as well as the error line
             click.echo(json.dumps({"bundle_id": base.get("bundle_id"), "target": str(target), "error": str(exc),
                                    "exit_code": exc.exit_code}, indent=2))
