@@ -21,11 +21,12 @@ from typing import Any
 from airgap import __version__
 from airgap.bundle.files import BundleError, os_error, write_atomic
 from airgap.bundle.parity import write_parity
+from airgap.bundle.reader import BundleReader, read_signed_manifest
 from airgap.bundle.stream import Member
 from airgap.bundle.tarfmt import END_OF_ARCHIVE, blob_path
 from airgap.bundle.writer import STATE_DIR, write_stream
 from airgap.delta import Exclusions
-from airgap.errors import InvalidInput
+from airgap.errors import AirgapError, InvalidInput
 from airgap.locking import exclusive
 from airgap.model.bundle import BundleImage, BundleManifest, BundleReferrer, StoredBlob, StoredFile
 from airgap.model.delta import Base, ReliedBlob, parse_delta
@@ -35,7 +36,7 @@ from airgap.model.parity import ParitySpec, StripeLayout
 from airgap.model.platform import Platform
 from airgap.model.reference import Reference
 from airgap.registry.pool import Registries
-from airgap.signing import PrivateKey, sign
+from airgap.signing import PrivateKey, UnknownSigner, sign
 from airgap.sources import OCI_PREFIX, Sources
 from airgap.transfer.events import BytesMoved, Notice, Planned, Progress, ignore
 from airgap.transfer.plan import ImageRequest, PlannedImage, ReferrerOptions, plan_image
@@ -302,7 +303,7 @@ def output_status(registries: Registries, out_dir: Path, requests: list[ImageReq
     status = check_output_dir(out_dir)
     key_now = request_key(requests, options)
     if status == "complete":
-        manifest = BundleManifest.parse((out_dir / "manifest.json").read_bytes())
+        manifest = _complete_manifest(out_dir, key)
         difference = _complete_difference(registries, manifest, requests, options, key)
         if difference is not None:
             raise InvalidInput(
@@ -440,6 +441,33 @@ def _check_space(out_dir: Path, total: int, options: ExportOptions) -> None:
 
         raise BundleError(f"{out_dir} has {format_size(free)} free but the bundle needs up to {format_size(need)} more",
                           hint="free some space or choose other media; the export resumes from where it stopped")
+
+
+def _complete_manifest(out_dir: Path, key: PrivateKey | None) -> BundleManifest:
+    """The manifest of the complete bundle in ``out_dir``, signed by ``key`` (when given) and with every chunk
+    of its size; what is damaged there is said, not taken for a bundle with nothing left to do. (A sha256 of
+    every chunk would read the whole bundle: `verify` does that.)"""
+    if key is not None:
+        try:
+            manifest, _ = read_signed_manifest(out_dir, [key.public])
+        except UnknownSigner:
+            manifest = BundleManifest.parse((out_dir / "manifest.json").read_bytes())  # another key: a difference
+        except AirgapError as exc:
+            raise InvalidInput(f"output directory {out_dir} holds a bundle whose signature does not hold "
+                               f"({exc.message})", hint="export into a new directory") from None
+    else:
+        manifest = BundleManifest.parse((out_dir / "manifest.json").read_bytes())
+    reader = BundleReader(manifest, [out_dir])
+    every = list(manifest.chunks) + ([c.as_chunk() for c in manifest.parity.chunks] if manifest.parity else [])
+    bad = [p for c in every if (p := reader.size_problem(c)) is not None]
+    if bad:
+        names = ", ".join(f"{p.chunk.name} ({p.kind})" for p in bad[:5]) + (" …" if len(bad) > 5 else "")
+        raise InvalidInput(f"output directory {out_dir} holds a complete bundle ({manifest.bundle_id}) with "
+                           f"{len(bad)} chunk(s) missing or damaged: {names}",
+                           hint="copy them again from a good copy of the bundle (`airgap verify` names every "
+                                "damaged one; `airgap repair` rebuilds them if it has parity), or export into a "
+                                "new directory")
+    return manifest
 
 
 def _complete_difference(registries: Registries, manifest: BundleManifest, requests: list[ImageRequest],

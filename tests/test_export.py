@@ -138,6 +138,17 @@ def test_rerun_into_a_complete_bundle_with_other_options_is_refused(demo_registr
     assert dry.returncode == 0 and "already holds this complete bundle: the export would do nothing" in dry.stdout
     again = run_airgap(*base, *amd64)
     assert again.returncode == 0 and "nothing to do" in again.stdout, again.output
+    # damaged since: not "nothing to do"
+    for damage, says in [("chunk", "1 chunk(s) missing or damaged: chunk-000000.bin (missing)"),
+                         ("sig", "whose signature does not hold")]:
+        copy = tmp_path / f"damaged-{damage}"
+        shutil.copytree(out, copy)
+        if damage == "chunk":
+            (copy / "chunk-000000.bin").unlink()
+        else:
+            (copy / "manifest.json").write_bytes((copy / "manifest.json").read_bytes().replace(b'"', b' "', 1))
+        r = run_airgap("export", multi, "--output", str(copy), "--key", str(key), "--chunk-size", "1MiB", *amd64)
+        assert r.returncode == 2 and says in r.stderr and "nothing to do" not in r.output, r.output
     # the tag moves at the source: the bundle is no longer what this command asks for
     skopeo_copy(f"{demo_registry.host}/demo/base-b:1.0", f"{demo_registry.host}/demo/multi:1.0")
     r = run_airgap(*base, *amd64)
