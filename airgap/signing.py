@@ -247,9 +247,27 @@ def generate_keypair(
                 raise KeyFileError(
                     f"{p} already exists", hint="choose another path, or remove the old key first to replace it"
                 )
+    if path.name.endswith(".pub"):
+        raise InvalidInput(f"{path} is named as a public key, but it would hold the private key",
+                           hint=f"give the private key's path, e.g. {path.with_name(path.name[:-4])}: its public "
+                                "key goes beside it as PATH.pub")
     key = PrivateKey.generate()
-    _write_new(path, _encode_private_key(key, passphrase, opslimit, memlimit), 0o600, overwrite)
-    _write_new(pub_path, encode_public_key(key.public), 0o644, overwrite)
+    # both staged before either is renamed into place, the public key first: a full disk or a path in the way
+    # leaves no private key without its public key, and --force replaces no old key that way
+    staged = [(_stage(path, _encode_private_key(key, passphrase, opslimit, memlimit), 0o600), path)]
+    try:
+        staged.insert(0, (_stage(pub_path, encode_public_key(key.public), 0o644), pub_path))
+        _commit(*staged[0], overwrite)
+        try:
+            _commit(*staged[1], overwrite)
+        except KeyFileError:
+            if not overwrite:  # a private key made meanwhile by another run: take back the public key of ours
+                pub_path.unlink(missing_ok=True)
+            raise
+    finally:
+        for tmp, _ in staged:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
     return key.public
 
 
@@ -323,8 +341,8 @@ def read_passphrase(passphrase_file: Path | None, env: Mapping[str, str]) -> byt
             )
         return line
     value = env.get(PASSPHRASE_ENV)
-    if value:
-        return value.encode("utf-8", "surrogateescape")
+    if value:  # as from the file: a line ending is not part of it (`export VAR="$(cat f)"` keeps none, `<<<` does)
+        return value.removesuffix("\n").removesuffix("\r").encode("utf-8", "surrogateescape") or None
     return None
 
 
@@ -520,9 +538,10 @@ def _decrypt_seed(obj: dict[str, Any], passphrase: bytes | None, source: str) ->
     try:
         return box.decrypt(ciphertext, nonce)
     except nacl.exceptions.CryptoError:
-        raise PassphraseError(
-            f"wrong passphrase for the key {source}",
-            hint="check the passphrase (the first line of --passphrase-file, or AIRGAP_KEY_PASSPHRASE)",
+        raise PassphraseError(  # the box cannot tell a wrong passphrase from an edited salt, limits or ciphertext
+            f"wrong passphrase for the key {source}, or the key file is damaged",
+            hint="check the passphrase (the first line of --passphrase-file, or AIRGAP_KEY_PASSPHRASE); if it is "
+                 "right, restore the key file from its backup",
         ) from None
 
 
@@ -547,12 +566,14 @@ def _read_key_file(path: Path, what: str) -> tuple[bytes, int]:
     return data, mode
 
 
-def _write_new(path: Path, content: bytes, mode: int, overwrite: bool) -> None:
-    """Write ``content`` to a temporary file created with ``mode``, fsync it and rename it to ``path``."""
+def _stage(path: Path, content: bytes, mode: int) -> Path:
+    """``content`` in a temporary file beside ``path``, created with ``mode`` and fsynced (missing directories
+    are made 0700, whatever the umask); its path. Any failure is a :class:`KeyFileError` naming ``path``."""
     directory = path.parent
     tmp = directory / f".{path.name}.tmp-{secrets.token_hex(6)}"
     try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for parent in reversed([d for d in (directory, *directory.absolute().parents) if not d.exists()]):
+            parent.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
     except OSError as exc:
         raise KeyFileError(f"cannot create {path}: {exc.strerror or exc}",
@@ -566,22 +587,30 @@ def _write_new(path: Path, content: bytes, mode: int, overwrite: bool) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+    except OSError as exc:
+        os.unlink(tmp)
+        raise KeyFileError(f"cannot write {path}: {exc.strerror or exc}",
+                           hint="free some space there, or choose another directory") from None
+    return tmp
+
+
+def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Rename the staged ``tmp`` to ``path`` (refusing an existing ``path`` unless ``overwrite``)."""
+    exists = KeyFileError(f"{path} already exists", hint="choose another path, or remove the old key first to "
+                                                          "replace it")
+    try:
         if overwrite:
             os.replace(tmp, path)
         else:
             try:
                 os.link(tmp, path)  # fails if path exists, with no window for a race
             except FileExistsError:
-                raise KeyFileError(
-                    f"{path} already exists", hint="choose another path, or remove the old key first to replace it"
-                ) from None
+                raise exists from None
             except OSError:  # a file system without hard links (FAT)
                 if os.path.lexists(path):
-                    raise KeyFileError(
-                        f"{path} already exists", hint="choose another path, or remove the old key first to replace it"
-                    ) from None
+                    raise exists from None
                 os.replace(tmp, path)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-    fsync_dir(directory)
+    except OSError as exc:
+        raise KeyFileError(f"cannot write {path}: {exc.strerror or exc}",
+                           hint="remove what is in the way, or choose another path") from None
+    fsync_dir(path.parent)

@@ -210,6 +210,35 @@ def test_refuses_when_only_the_pub_file_exists(tmp_path: Path) -> None:
     assert not (tmp_path / "key").exists()
 
 
+def test_a_path_named_as_a_public_key_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="named as a public key"):
+        gen(tmp_path / "key.pub")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_public_key_write_leaves_the_old_pair(tmp_path: Path) -> None:
+    """--force over a pair whose .pub cannot be replaced (a directory in the way): the old private key stays,
+    and no new private key lands without its public key."""
+    path, old = keypair(tmp_path)
+    before = path.read_bytes()
+    (tmp_path / "key.pub").unlink()
+    (tmp_path / "key.pub").mkdir()
+    with pytest.raises(KeyFileError, match=r"cannot write .*key\.pub"):
+        gen(path, overwrite=True)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["key", "key.pub"]
+
+
+def test_missing_directories_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        gen(tmp_path / "a" / "b" / "key")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "a" / "b").stat().st_mode) == 0o700
+
+
 def test_overwrite_replaces_both_files(tmp_path: Path) -> None:
     path, old = keypair(tmp_path)
     (path).chmod(0o644)
@@ -298,7 +327,7 @@ def test_corrupted_unencrypted_key(tmp_path: Path, change: dict[str, Any], messa
         ({"memlimit": 1 << 50}, "memlimit"),
         ({"salt": "AA=="}, "'salt' has 1 bytes, not 16"),
         ({"nonce": None}, "no 'nonce' field"),
-        ({"ciphertext": base64.b64encode(b"x" * 48).decode()}, "wrong passphrase"),
+        ({"ciphertext": base64.b64encode(b"x" * 48).decode()}, "wrong passphrase for the key"),
         ({"key_id": "ed25519:0000000000000000"}, "does not match its key"),
     ],
 )
@@ -310,6 +339,15 @@ def test_corrupted_encrypted_key(tmp_path: Path, change: dict[str, Any], message
     with pytest.raises(KeyFileError) as info:
         load_private_key(path, passphrase=b"pw")
     assert message in info.value.message
+
+
+def test_an_edited_kdf_limit_is_not_called_only_a_wrong_passphrase(tmp_path: Path) -> None:
+    path, _ = keypair(tmp_path, passphrase=b"pw")
+    obj = read_json(path)
+    obj["opslimit"] += 1
+    write_json(path, obj)
+    with pytest.raises(KeyFileError, match="wrong passphrase for the key .*, or the key file is damaged"):
+        load_private_key(path, passphrase=b"pw")
 
 
 def test_corrupted_public_key(tmp_path: Path) -> None:
@@ -361,6 +399,8 @@ def test_read_passphrase_from_file_first_line(tmp_path: Path) -> None:
 
 def test_read_passphrase_from_env() -> None:
     assert read_passphrase(None, {"AIRGAP_KEY_PASSPHRASE": "pä ss"}) == "pä ss".encode()
+    assert read_passphrase(None, {"AIRGAP_KEY_PASSPHRASE": "pass\r\n"}) == b"pass"  # as from the file
+    assert read_passphrase(None, {"AIRGAP_KEY_PASSPHRASE": "\n"}) is None
     assert read_passphrase(None, {"AIRGAP_KEY_PASSPHRASE": ""}) is None
     assert read_passphrase(None, {}) is None
 
