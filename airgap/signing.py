@@ -137,7 +137,8 @@ class MalformedSignature(SignatureError):
 
 
 class UnknownSigner(SignatureError):
-    default_hint = "pass the signer's public key with --pubkey"
+    default_hint = ("if you expect this signer, get its public key by a channel you trust (not from the media) and "
+                    "pass it with --pubkey; if not, the bundle may be forged: do not use it")
 
 
 class BadSignature(SignatureError):

@@ -326,6 +326,24 @@ def test_tampered_bundle_is_refused_before_any_push(case: str, bundle_2m: Bundle
     assert_error_line(v, *needles, exit_code=EXIT_BUNDLE)
 
 
+def test_a_bundle_signed_again_by_another_trusted_key_is_refused(bundle_2m: Bundle, run_airgap: RunAirgap,
+                                                                  tmp_path: Path) -> None:
+    """During a key rotation both keys are trusted: a bundle made with one and signed again with the other (say a
+    leaked old key) no longer says who made it; refused, naming both keys (inspect named the wrong one)."""
+    from airgap.signing import encode_public_key
+
+    attacker = PrivateKey.generate()
+    bundle = bundle_2m.copy_to(tmp_path / "bundle")
+    data = (bundle.dir / "manifest.json").read_bytes()
+    (bundle.dir / "manifest.json.sig").write_bytes(sign(attacker, data))
+    other = tmp_path / "other.pub"
+    other.write_bytes(encode_public_key(attacker.public))
+    for command in ("verify", "inspect"):
+        r = run_airgap(command, str(bundle.dir), "--pubkey", str(bundle.pub), "--pubkey", str(other))
+        assert_error_line(r, f"names key {bundle.manifest.key_id} as its signer, but key {attacker.public.key_id} "
+                             "signed it", exit_code=EXIT_BUNDLE)
+
+
 def test_oversized_manifest_is_refused_without_reading_it(bundle_2m: Bundle, registry: RegistryServer,
                                                           fault_proxy_factory: FaultProxyFactory,
                                                           run_airgap: RunAirgap, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from airgap.bundle.files import BundleError
 from airgap.errors import AirgapError, DigestMismatch
 from airgap.model.bundle import MAX_MANIFEST_BYTES, BundleManifest, Chunk, Span
 from airgap.model.digest import Digest
-from airgap.signing import PublicKey, verify
+from airgap.signing import PublicKey, SignatureError, verify
 from airgap.streams import verified
 
 READ = 1024 * 1024
@@ -76,8 +76,13 @@ def read_signed_manifest(directory: Path, trusted: Sequence[PublicKey]) -> tuple
         raise BundleError(f"{mpath} is larger than the {MAX_MANIFEST_BYTES >> 20} MiB a bundle manifest may have",
                           hint="the bundle is damaged or forged")
     data = mpath.read_bytes()
-    signer = verify(data, spath.read_bytes(), trusted)
-    return BundleManifest.parse(data), signer
+    signer = verify(data, spath.read_bytes(), trusted, subject=str(mpath))
+    manifest = BundleManifest.parse(data)
+    if manifest.key_id != signer.key_id:  # re-signed by another trusted key: the bundle is not as it was made
+        raise SignatureError(f"{mpath} names key {manifest.key_id} as its signer, but key {signer.key_id} signed it",
+                             hint="it was signed again after it was made: do not use it unless you know who did, "
+                                  "and why")
+    return manifest, signer
 
 
 class BundleReader:

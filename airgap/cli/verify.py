@@ -148,8 +148,8 @@ def inspect_cmd(directory: Path, as_json: bool, pubkeys: tuple[Path, ...]) -> No
         click.echo(json.dumps(doc, indent=2))
         return
     click.echo(f"bundle {m.bundle_id}, created {m.created} by {m.tool}")
-    click.echo(f"signed by {m.key_id}" + (" (signature checked)" if signer else " (signature not checked: "
-                                                                          "pass --pubkey, or run verify)"))
+    click.echo(f"signed by {signer} (signature checked)" if signer else
+               f"says it is signed by {m.key_id} (signature not checked: pass --pubkey, or run verify)")
     before = sum(img["size"] for img in doc["images"])
     click.echo(f"{len(m.images)} images, {len(m.blobs)} unique blobs: {format_size(before)} in images, "
                f"{format_size(m.unpacked_size)} after dedup, {format_size(m.stream_size)} compressed "
