@@ -126,9 +126,12 @@ def _collect(client: RegistryClient, repo: str, manifest: Manifest, seen: dict[D
 def write_inventory(inventory: Inventory, path: Path, key: PrivateKey | None = None) -> None:
     """Write the inventory (and, with ``key``, its detached signature ``PATH.sig``) atomically."""
     data = inventory.to_json()
+    sig = path.with_name(path.name + ".sig")
     try:
         if key is not None:
-            write_atomic(path.with_name(path.name + ".sig"), sign(key, data))
+            write_atomic(sig, sign(key, data))
+        else:
+            sig.unlink(missing_ok=True)  # an earlier inventory's: it would be taken for this one's, and not match
         write_atomic(path, data)
     except OSError as exc:
         raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}",

@@ -250,6 +250,10 @@ def test_inventory_of_named_repositories_and_its_signature(registry: RegistrySer
     r = run_airgap("inventory", "--registry", f"{registry.host}/dr", "--output", str(inv), "--key", str(key))
     assert r.returncode == 0, r.output
     assert {i["repository"] for i in json.loads(inv.read_bytes())["images"]} == {"team/app", "team/web"}
+    unsigned = tmp_path / "unsigned.json"  # taken again without --key: no stale signature is left beside it
+    (tmp_path / "unsigned.json.sig").write_bytes((tmp_path / "inv.json.sig").read_bytes())
+    assert run_airgap("inventory", "--registry", f"{registry.host}/dr", "--output", str(unsigned)).returncode == 0
+    assert not (tmp_path / "unsigned.json.sig").exists()
     out = tmp_path / "bundle"
     args = ["export", f"{registry.host}/dr/team/app:v1", "--output", str(out), "--key", str(key),
             "--exclude-inventory", str(inv), "--inventory-pubkey", f"{key}.pub"]

@@ -83,7 +83,9 @@ def _media_count(size: int, chunk_size: int) -> str:
 def _exclusions(inventories: tuple[Path, ...], pubkeys: tuple[Path, ...], since: tuple[Path, ...]
                 ) -> Exclusions | None:
     if pubkeys and not inventories:
-        raise InvalidInput("--inventory-pubkey is given without --exclude-inventory")
+        raise InvalidInput("--inventory-pubkey is given without --exclude-inventory",
+                           hint="add --exclude-inventory FILE (the inventory that key signed), or drop "
+                                "--inventory-pubkey")
     trusted = [load_public_key(p) for p in pubkeys]
     return exclusions([read_inventory(p, trusted) for p in inventories], [read_since(p) for p in since])
 
