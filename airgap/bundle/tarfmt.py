@@ -48,6 +48,9 @@ def parse_header(data: bytes, *, expect_path: str, expect_size: int) -> int:
         info = _read_info(buf)
     except (tarfile.TarError, EOFError, UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput(f"malformed tar header for {expect_path} in the bundle stream ({exc})") from None
+    if info.name == expect_path and not info.isreg():
+        raise InvalidInput(f"the bundle stream holds {expect_path} as a tar member of type {info.type!r}, not a "
+                           "regular file")
     if info.name != expect_path or not info.isreg() or info.size != expect_size:
         raise InvalidInput(
             f"the bundle stream holds tar member {info.name!r} ({info.size} bytes) where the manifest puts "

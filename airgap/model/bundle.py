@@ -254,10 +254,29 @@ class BundleManifest:
         if len(data) > MAX_MANIFEST_BYTES:
             raise ManifestError(f"manifest.json is larger than {MAX_MANIFEST_BYTES} bytes")
         try:
-            obj = json.loads(data)
+            obj = json.loads(data, object_pairs_hook=_no_duplicates)
+        except ManifestError:
+            raise
         except (ValueError, RecursionError) as exc:
             raise ManifestError(f"manifest.json is not valid JSON ({str(exc)[:80]})") from None
         return _Parser(obj).manifest()
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused when a key appears twice: parsers differ on which one wins, so a signed manifest
+    could say one thing to airgap and another to another reader."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ManifestError(f"manifest.json has the key {key[:64]!r} twice in one object")
+        out[key] = value
+    return out
+
+
+TOP_LEVEL = frozenset({"format", "version", "bundle_id", "created", "tool", "key_id", "stream", "chunk_size", "chunks",
+                       "parity", "images", "referrers", "blobs", "files", "base", "relies_on"})
+_CREATED = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+_PLATFORM = re.compile(r"[^/\s]+/[^/\s]+(?:/[^/\s]+)?")
 
 
 class _Parser:
@@ -308,7 +327,7 @@ class _Parser:
         if o.get("format") != FORMAT:
             raise ManifestError("manifest.json is not an airgap bundle manifest (format field)")
         version = o.get("version")
-        if version != VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or version != VERSION:
             raise ManifestError(f"manifest.json has format version {version!r}; this airgap reads version {VERSION}",
                                 hint="use the airgap release that wrote the bundle, or a newer one")
         stream = self._get(o, "stream", dict, "manifest")
@@ -373,19 +392,23 @@ class _Parser:
                 raise ManifestError(f"manifest.json: images[{n}] names content that is neither in the bundle's "
                                     "blobs nor in relies_on")
         self._check_referrers(referrers, images, stored, available)
-        later = [k for k in RESERVED if o.get(k)]
-        if later:
+        later = [k for k in RESERVED if o.get(k)] + sorted(k[:64] for k in o if k not in TOP_LEVEL)[:5]
+        if later:  # section 6: a member this reader does not implement may change what the bundle means
             raise ManifestError(f"this bundle uses {', '.join(later)}, which this airgap does not implement",
                                 hint="use a newer airgap to read it")
         extensions: dict[str, Any] = {}
+        created = self._get(o, "created", str, "manifest")
+        if not _CREATED.fullmatch(created):
+            raise ManifestError("manifest.json: manifest.created is not a time written YYYY-MM-DDTHH:MM:SSZ")
+        level = self._int(stream, "compression_level", "stream", -(1 << 17), 22) if "compression_level" in stream \
+            else 3
         return BundleManifest(
             bundle_id=self._get(o, "bundle_id", str, "manifest")[:128],
-            created=self._get(o, "created", str, "manifest")[:64],
+            created=created,
             tool=self._get(o, "tool", str, "manifest")[:128],
             key_id=self._get(o, "key_id", str, "manifest")[:128],
             chunk_size=chunk_size, segment_size=segment, stream_size=stream_size,
-            compression_level=int(stream.get("compression_level", 3)) if isinstance(
-                stream.get("compression_level", 3), int) else 3,
+            compression_level=level,
             chunks=tuple(chunks), files=tuple(files), blobs=tuple(blobs), images=tuple(images),
             extensions=extensions, referrers=tuple(referrers),
             parity=self._parity(o, chunks), bases=bases, relies_on=relies_on,
@@ -463,7 +486,7 @@ class _Parser:
         if tag is not None and (not isinstance(tag, str) or not _TAG.match(tag)):
             raise ManifestError(f"manifest.json: {where}.tag is not a valid tag")
         platforms = self._list(i, "platforms", where, 256)
-        if not all(isinstance(p, str) and len(p) < 100 for p in platforms):
+        if not all(isinstance(p, str) and len(p) < 100 and _PLATFORM.fullmatch(p) for p in platforms):
             raise ManifestError(f"manifest.json: {where}.platforms is malformed")
         src = i.get("source_digest")
         return BundleImage(

@@ -195,12 +195,28 @@ def test_unsafe_chunk_names_refused(tmp_path: Path, name: str) -> None:
                                 "media_type": "m", "platforms": [], "manifests": [], "blobs": []}]),
     lambda d: d.update(parity={"k": 1}),
     lambda d: d.update(chunks="nope"),
+    lambda d: d.update(version=1.0),  # a number that is not an integer
+    lambda d: d.update({"x-extension": 1}),  # a member this reader does not implement (section 6)
+    lambda d: d["stream"].update(compression_level="high"),
+    lambda d: d["stream"].update(compression_level=99),
+    lambda d: d.update(created="2026-11-28T10:00:00+00:00"),
+    lambda d: d.update(images=[{"registry": "r", "repository": "x", "tag": "t", "digest": "sha256:" + "a" * 64,
+                                "media_type": "m", "platforms": ["linux"], "manifests": [], "blobs": []}]),
 ])
 def test_inconsistent_manifests_refused(tmp_path: Path, mutate: Any) -> None:
     doc = good_manifest(tmp_path)
     mutate(doc)
     with pytest.raises(ManifestError):
         BundleManifest.parse(json.dumps(doc).encode())
+
+
+def test_a_key_twice_in_one_object_is_refused(tmp_path: Path) -> None:
+    """Parsers differ on which of two equal keys wins: the signed bytes must mean one thing to every reader."""
+    data = json.dumps(good_manifest(tmp_path)).encode()
+    assert BundleManifest.parse(data)
+    twice = data.replace(b'"chunk_size":', b'"chunk_size": 999, "chunk_size":', 1)
+    with pytest.raises(ManifestError, match="'chunk_size' twice"):
+        BundleManifest.parse(twice)
 
 
 def with_referrer(tmp_path: Path) -> dict[str, Any]:
