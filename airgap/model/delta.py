@@ -180,10 +180,18 @@ class Inventory:
     def parse(cls, data: bytes, source: str = "the inventory") -> Inventory:
         if len(data) > MAX_INVENTORY_BYTES:
             raise InventoryError(f"{source} is larger than {MAX_INVENTORY_BYTES} bytes")
+        def once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:  # as a bundle manifest: one meaning for all
+            out = dict(pairs)
+            if len(out) != len(pairs):
+                raise InventoryError(f"{source} has a key twice in one object")
+            return out
+
         try:
-            o = json.loads(data)
-        except ValueError as exc:
-            raise InventoryError(f"{source} is not valid JSON ({exc})") from None
+            o = json.loads(data, object_pairs_hook=once)
+        except InventoryError:
+            raise
+        except (ValueError, RecursionError) as exc:
+            raise InventoryError(f"{source} is not valid JSON ({str(exc)[:80]})") from None
         if not isinstance(o, dict) or o.get("format") != INVENTORY_FORMAT:
             raise InventoryError(f"{source} is not an airgap inventory",
                                  hint="pass a file written by `airgap inventory`")

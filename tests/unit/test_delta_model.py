@@ -30,6 +30,14 @@ def test_inventory_round_trips() -> None:
     assert inv.base() == Base("inventory", "i-0123", "2026-11-28T10:00:00Z", "127.0.0.1:5000/mirror")
 
 
+def test_an_inventory_with_a_key_twice_or_nested_without_end_is_refused() -> None:
+    data = inventory().to_json()
+    with pytest.raises(InventoryError, match="a key twice"):
+        Inventory.parse(data.replace(b'"prefix":', b'"prefix": "other", "prefix":', 1))
+    with pytest.raises(InventoryError, match="not valid JSON"):
+        Inventory.parse(b"[" * 100_000 + b"]" * 100_000)
+
+
 def edited(change: dict[str, Any]) -> bytes:
     obj = json.loads(inventory().to_json())
     for path, value in change.items():
