@@ -26,7 +26,7 @@ from airgap.bundle.stream import Member
 from airgap.bundle.tarfmt import END_OF_ARCHIVE, blob_path
 from airgap.bundle.writer import STATE_DIR, write_stream
 from airgap.delta import Exclusions
-from airgap.errors import AirgapError, InvalidInput
+from airgap.errors import AirgapError, InvalidInput, NotFound
 from airgap.locking import exclusive
 from airgap.model.bundle import BundleImage, BundleManifest, BundleReferrer, StoredBlob, StoredFile
 from airgap.model.delta import Base, ReliedBlob, parse_delta
@@ -58,6 +58,9 @@ class ExportOptions:
     require_signature: bool = False  # refuse images whose top manifest carries no signature artifact
     parity: ParitySpec | None = None  # parity chunks per stripe (--parity), none by default
     exclude: Exclusions | None = None  # a delta: blobs the target has already (--exclude-inventory, --since)
+    # what the user named before whole repositories or registries were expanded into tags: a resume compares
+    # this, and continues the plan it saved when only the source's tags changed meanwhile (None: the requests)
+    selection: dict[str, Any] | None = None
 
 
 @dataclass
@@ -105,12 +108,30 @@ def _source_ref(entry: _Entry) -> Reference:
 def request_key(requests: list[ImageRequest], options: ExportOptions) -> dict[str, Any]:
     """What must be equal for a rerun to continue an interrupted export."""
     return {
-        "images": [[str(r.source), [str(p) for p in r.platforms]] for r in requests],
+        "images": options.selection if options.selection is not None else _expanded(requests),
         "chunk_size": options.chunk_size, "level": options.level, "segment_size": options.segment_size,
         "referrers": [options.referrers.enabled, list(options.referrers.types)],
         **({"parity": str(options.parity)} if options.parity else {}),
         **({"bases": options.exclude.key()} if options.exclude else {}),
     }
+
+
+def _expanded(requests: list[ImageRequest]) -> list[list[Any]]:
+    return [[str(r.source), [str(p) for p in r.platforms]] for r in requests]
+
+
+def _load_state(out_dir: Path) -> dict[str, Any]:
+    """The interrupted export's saved plan, or a clear error when a crash or a hand damaged it."""
+    path = out_dir / STATE_DIR / "state.json"
+    try:
+        state = json.loads(path.read_bytes())
+        if not isinstance(state, dict) or not isinstance(state.get("members"), list):
+            raise ValueError("not a plan")
+    except (OSError, ValueError, RecursionError) as exc:
+        raise InvalidInput(f"the interrupted export in {out_dir} has a damaged state file {path} ({exc})",
+                           hint=f"delete {out_dir / STATE_DIR} and the chunk files (the export starts again), or "
+                                "choose another directory") from None
+    return state
 
 
 def _describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -311,7 +332,7 @@ def output_status(registries: Registries, out_dir: Path, requests: list[ImageReq
                 f"or options ({difference})",
                 hint="choose an empty or new directory, or run it with that bundle's images and options")
     if status == "resume":
-        state = json.loads((out_dir / STATE_DIR / "state.json").read_bytes())
+        state = _load_state(out_dir)
         if state.get("version") != STATE_VERSION or state.get("request") != key_now:
             raise InvalidInput(
                 f"output directory {out_dir} holds an interrupted export of something else "
@@ -358,6 +379,8 @@ def _export(registries: Registries, requests: list[ImageRequest], out_dir: Path,
             options: ExportOptions, progress: Progress,
             on_plan: Callable[[list[BundleImage], int, int], None] | None) -> ExportResult:
     sources = Sources(registries)
+    for stale in (*out_dir.glob(".manifest.json.tmp-*"), *out_dir.glob(".manifest.json.sig.tmp-*")):
+        stale.unlink(missing_ok=True)  # a run killed while writing the signature or the manifest (we hold the lock)
     status = output_status(registries, out_dir, requests, options, key)
     key_now = request_key(requests, options)
     if status == "complete":
@@ -367,23 +390,34 @@ def _export(registries: Registries, requests: list[ImageRequest], out_dir: Path,
         return ExportResult(manifest, out_dir, 0, already_complete=True)
     state_path = out_dir / STATE_DIR / "state.json"
     if status == "resume":
-        state = json.loads(state_path.read_bytes())
-        entries = [_Entry.from_json(e) for e in state["members"]]
-        images = [_image_from_json(i) for i in state["images"]]
-        referrers = [_referrer_from_json(r) for r in state.get("referrers", [])]
-        bases, relied = parse_delta(state.get("delta", {}), set(), InvalidInput)
-        before, notices = state["bytes_before_dedup"], state.get("notices", [])
-        bundle_id, created = state["bundle_id"], state["created"]
+        state = _load_state(out_dir)
+        try:
+            entries = [_Entry.from_json(e) for e in state["members"]]
+            images = [_image_from_json(i) for i in state["images"]]
+            referrers = [_referrer_from_json(r) for r in state.get("referrers", [])]
+            bases, relied = parse_delta(state.get("delta", {}), set(), InvalidInput)
+            before, notices = state["bytes_before_dedup"], state.get("notices", [])
+            bundle_id, created = state["bundle_id"], state["created"]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InvalidInput(f"the interrupted export in {out_dir} has a damaged state file {state_path} ({exc!r})",
+                               hint=f"delete {out_dir / STATE_DIR} and the chunk files (the export starts again), "
+                                    "or choose another directory") from None
+        for text in _source_changes(registries, state.get("expanded"), requests, images, options.jobs):
+            progress(Notice(text))
     else:
         by_digest: dict[Digest, ReliedBlob] = {}
         entries, images, before, notices, referrers = plan_members(sources, requests, progress, options, by_digest)
         bases, relied = _delta_members(options.exclude, by_digest)
         bundle_id = "b-" + uuid.uuid4().hex
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / STATE_DIR).mkdir(exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / STATE_DIR).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise os_error(exc, f"creating {out_dir / STATE_DIR}") from exc
         write_atomic(state_path, json.dumps({
-            "version": STATE_VERSION, "request": key_now, "bundle_id": bundle_id, "created": created,
+            "version": STATE_VERSION, "request": key_now, "expanded": _expanded(requests),
+            "bundle_id": bundle_id, "created": created,
             "bytes_before_dedup": before, "notices": notices,
             "members": [e.to_json() for e in entries], "images": [_image_json(i) for i in images],
             "referrers": [_referrer_json(r) for r in referrers],
@@ -394,9 +428,16 @@ def _export(registries: Registries, requests: list[ImageRequest], out_dir: Path,
         on_plan(images, len(entries) - 2, total)
     _check_space(out_dir, total, options)
     progress(Planned(images=len(images), blobs=len(entries) - 2, total_bytes=total))
-    chunks, spans, resumed = write_stream(
-        out_dir, _members(entries, sources), chunk_size=options.chunk_size, segment=options.segment_size,
-        level=options.level, jobs=options.jobs, on_bytes=lambda n: progress(BytesMoved(n)))
+    try:
+        chunks, spans, resumed = write_stream(
+            out_dir, _members(entries, sources), chunk_size=options.chunk_size, segment=options.segment_size,
+            level=options.level, jobs=options.jobs, on_bytes=lambda n: progress(BytesMoved(n)))
+    except NotFound as exc:
+        if status != "resume":
+            raise
+        raise NotFound(f"{exc.message}: the source no longer holds what this export planned when it began",
+                       hint="a tag moved or content was deleted at the source since: export into a new directory",
+                       registry=exc.registry, repository=exc.repository, status=exc.status) from exc
     # deterministic: a resumed export computes it again
     parity = write_parity(out_dir, chunks, StripeLayout.plan(len(chunks), options.parity)) if options.parity else None
     blobs = tuple(StoredBlob(Digest.parse(e.digest), e.size, e.media_type, s)
@@ -414,6 +455,43 @@ def _export(registries: Registries, requests: list[ImageRequest], out_dir: Path,
     write_atomic(out_dir / "manifest.json", data)
     shutil.rmtree(out_dir / STATE_DIR, ignore_errors=True)
     return ExportResult(manifest, out_dir, before, resumed_bytes=resumed, notices=notices)
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (" …" if len(names) > 3 else "")
+
+
+def _source_changes(registries: Registries, expanded: Any, requests: list[ImageRequest], images: list[BundleImage],
+                    jobs: int) -> list[str]:
+    """What changed at the source since the interrupted export planned (it continues that plan): tags that the
+    same --repository/--all-repositories now finds, or no longer finds, and tags that name another manifest."""
+    out: list[str] = []
+    if isinstance(expanded, list):
+        then = {str(e[0]) for e in expanded if isinstance(e, list) and e}
+        now = {str(r.source) for r in requests}
+        added, gone = sorted(now - then), sorted(then - now)
+        parts = [f"has {len(added)} new tag(s) not in it ({_some(added)})" if added else "",
+                 f"lost {len(gone)} tag(s) that it holds ({_some(gone)})" if gone else ""]
+        if added or gone:
+            out.append("since this export began, the source " + "; ".join(x for x in parts if x)
+                       + ": the export finishes what it began; export into a new directory to take the source as "
+                         "it is now")
+    tagged = [i for i in images if i.registry and i.tag]
+
+    def moved(img: BundleImage) -> str | None:
+        try:
+            now = registries.client(img.registry).head_manifest(img.repository, img.tag or "")
+        except AirgapError:
+            return None  # the export itself will say what is wrong with the source
+        was = img.source_digest or img.digest
+        return None if now == was else f"{img.reference} now names {now or 'nothing'}"
+
+    with worker_pool(min(8, jobs), "airgap-plan") as pool:
+        changed = [m for m in pool.map(moved, tagged) if m]
+    if changed:
+        out.append(f"since this export began, {'; '.join(changed[:3])}{' …' if len(changed) > 3 else ''}: the bundle "
+                   "keeps what the tags named then; export into a new directory for what they name now")
+    return out
 
 
 def _delta_members(exclude: Exclusions | None, relied: dict[Digest, ReliedBlob]

@@ -215,6 +215,47 @@ def test_killed_export_resumes_to_identical_bundle(registry_factory: RegistryFac
     assert run_airgap("verify", str(out), "--pubkey", f"{key}.pub").returncode == 0
 
 
+def test_an_interrupted_registry_export_resumes_its_plan_though_the_source_changed(
+        demo_registry: RegistryServer, key: Path, tmp_path: Path, run_airgap: RunAirgap,
+        airgap_env: dict[str, str], fault_proxy_factory: Any) -> None:
+    """--all-repositories of a busy registry: a tag added and a tag moved while the export was stopped. The rerun
+    of the same command finishes what it began (it was refused as "an export of something else", the written
+    chunks lost) and says what changed; a damaged plan is named, not an internal error."""
+    proxy = fault_proxy_factory(demo_registry.host)
+    proxy.rate_limit(512 * 1024)
+    out = tmp_path / "bundle"
+    args = ["export", "--all-repositories", proxy.host, "--output", str(out), "--key", str(key), "--chunk-size",
+            "1MiB"]
+    proc = subprocess.Popen(AIRGAP + args, env=airgap_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for_chunks(out, 1, proc)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    proxy.rate_limit(None)
+    src = demo_registry.host
+    before = skopeo_digest(f"{src}/demo/base-b:1.0")
+    skopeo_copy(f"{src}/demo/base-a:1.0", f"{src}/demo/base-a:2.0")  # a new tag
+    skopeo_copy(f"{src}/demo/base-a:1.0", f"{src}/demo/base-b:1.0")  # a moved tag
+    state = out / ".airgap-export" / "state.json"
+    saved = state.read_bytes()
+    state.write_bytes(saved[:100])
+    r = run_airgap(*args)
+    assert r.returncode == 2 and "has a damaged state file" in r.stderr and r.stderr.count("\n") == 1, r.output
+    state.write_bytes(saved)
+    r = run_airgap(*args)
+    assert r.returncode == 0, r.output
+    assert f"has 1 new tag(s) not in it ({proxy.host}/demo/base-a:2.0)" in r.stderr, r.stderr
+    assert f"{proxy.host}/demo/base-b:1.0 now names {skopeo_digest(f'{src}/demo/base-a:1.0')}" in r.stderr
+    m, _ = read_signed_manifest(out, [load_public_key(Path(f"{key}.pub"))])
+    assert str(next(i for i in m.images if i.repository == "demo/base-b").digest) == before  # the plan's
+    assert run_airgap("verify", str(out), "--pubkey", f"{key}.pub").returncode == 0
+    (out / ".manifest.json.tmp-99999").write_bytes(b"left by a run killed while writing the manifest")
+    r = run_airgap(*args)  # complete, but not what the source holds now
+    assert r.returncode == 2 and "already holds a complete bundle" in r.stderr, r.output
+    assert not (out / ".manifest.json.tmp-99999").exists()
+
+
 def test_verify_reports_each_damage(demo_registry: RegistryServer, key: Path, tmp_path: Path,
                                     run_airgap: RunAirgap) -> None:
     good = tmp_path / "good"
@@ -361,6 +402,10 @@ def test_an_image_named_twice_with_different_platforms_takes_both(demo_registry:
     r = run_airgap("export", "--images-file", str(listing), "--output", str(tmp_path / "b"), "--dry-run")
     assert r.returncode == 0, r.output
     assert f"{multi}  sha256:" in r.stdout and "linux/amd64, linux/arm64" in r.stdout, r.stdout
+    import re
+
+    sizes = re.search(r"([0-9.]+ [KMG]?i?B) before dedup, ([0-9.]+ [KMG]?i?B) after", r.stdout)
+    assert sizes and sizes[1] == sizes[2], r.stdout  # one image shares nothing: as a run says (not + index.json)
     r = run_airgap("export", "--images-file", str(listing), multi, "--output", str(tmp_path / "b"), "--dry-run")
     assert r.returncode == 0 and "only platforms" not in r.stderr, r.output  # named once for all platforms
 
@@ -532,3 +577,12 @@ def test_unwritable_output_is_a_clear_error(demo_registry: RegistryServer, key: 
     assert r.stderr.count("\n") == 1 and f"{blocker}/bundle: a part of its path is a file" in r.stderr
     r = run_airgap("export", f"{demo_registry.host}/demo/base-a:1.0", "--output", str(blocker), "--key", str(key))
     assert r.returncode == 2 and "is a file" in r.stderr and r.stderr.count("\n") == 1
+    from test_parity import read_only  # an existing directory on read-only media (an internal error, exit 70)
+
+    media = tmp_path / "media"
+    media.mkdir()
+    with read_only(media) as ro:
+        if ro:
+            r = run_airgap("export", f"{demo_registry.host}/demo/base-a:1.0", "--output", str(media), "--key",
+                           str(key))
+            assert r.returncode == 2 and "permission denied" in r.stderr and r.stderr.count("\n") == 1, r.output

@@ -31,8 +31,16 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         raise os_error(exc, f"writing {path}") from exc
 
 
+class FileTooLarge(BundleError):
+    exit_code = 2  # the chunk size chosen for these media, not the bundle
+
+    default_hint = "choose a --chunk-size the file system takes: fat32 (4 GiB less a byte), or a smaller size"
+
+
 def os_error(exc: OSError, doing: str) -> BundleError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    if exc.errno == errno.EFBIG:  # FAT32's 4 GiB per file (or a file size limit): freeing space would not help
+        return FileTooLarge(f"the file system cannot hold a file this large {doing} ({exc.strerror})")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(f"no space left {doing} ({exc.strerror})")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return NotWritable(f"permission denied {doing} ({exc.strerror})")

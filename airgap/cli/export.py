@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -71,6 +73,18 @@ def collect_requests(registries: Registries, refs: tuple[str, ...], images_file:
         raise InvalidInput("no images to export",
                            hint="name images as arguments, with --images-file, --repository or --all-repositories")
     return make_requests(resolved)
+
+
+def _selection(refs: tuple[str, ...], images_file: Path | None, repositories: tuple[str, ...],
+               registries_all: tuple[str, ...], tag_regex: str | None, platforms: tuple[str, ...]
+               ) -> dict[str, Any] | None:
+    """What the user named, when it names whole repositories or registries (whose tags change at the source):
+    a rerun of the same command continues the interrupted export however its tags changed meanwhile."""
+    if not repositories and not registries_all:
+        return None
+    listed = hashlib.sha256(images_file.read_bytes()).hexdigest() if images_file is not None else None
+    return {"refs": list(refs), "images_file": listed, "repositories": list(repositories),
+            "registries": list(registries_all), "tag_regex": tag_regex, "platforms": list(platforms)}
 
 
 def _media_count(size: int, chunk_size: int) -> str:
@@ -172,7 +186,9 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
     options = ExportOptions(chunk_size=size, level=compression_level, jobs=min(jobs, 8),
                             referrers=ReferrerOptions(enabled=not no_referrers, types=referrer_types),
                             require_signature=require_signature, parity=parity_spec,
-                            exclude=_exclusions(inventories, inventory_pubkeys, since))
+                            exclude=_exclusions(inventories, inventory_pubkeys, since),
+                            selection=_selection(refs, images_file, repositories, registries_all, tag_regex,
+                                                 platforms))
     with make_registries(insecure, ca_certs, jobs, retries, keychain_with([])) as registries:
         requests = collect_requests(registries, refs, images_file, repositories, registries_all, tag_regex,
                                     parse_platforms(platforms), no_referrers)
@@ -182,6 +198,7 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
             entries, images, before, _, referrers = plan_members(
                 Sources(registries), requests, ProgressBar(quiet=True, desc="export"), options, relied)
             total = sum(e.size for e in entries)
+            blobs = sum(e.size for e in entries if e.digest)  # "after dedup" as a run says it: the blobs alone
             for img in images:
                 click.echo(f"{img.reference}  {img.digest}  {', '.join(img.platforms) or '-'}")
                 for r in referrers:
@@ -189,7 +206,7 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
                         click.echo(f"  referrer {r.artifact_type or r.media_type}  {r.digest}"
                                    + (f"  ({r.tag})" if r.tag else ""))
             click.echo(f"{len(images)} images, {len(entries) - 2} unique blobs, {format_size(before)} before dedup, "
-                       f"{format_size(total)} after; at most {_media_count(total, size)} of {format_size(size)}"
+                       f"{format_size(blobs)} after; at most {_media_count(total, size)} of {format_size(size)}"
                        + _parity_plan(total, size, parity_spec)
                        + (f"; a delta: {len(relied)} blobs ({format_size(sum(r.size for r in relied.values()))}) "
                           "left out" if relied else ""))
