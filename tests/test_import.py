@@ -167,12 +167,13 @@ def test_dry_run_pushes_nothing(bundle: Path, key: Path, registry2: RegistryServ
     rows = json.loads(r.stdout)["images"]
     assert any(row["damaged_chunks"] == [{"name": chunk.name, "problem": "truncated",
                                           "detail": f"10 of {m.chunks[1].size} bytes"}] for row in rows), rows
-    # a refusal with --json still prints a document, with the error and its exit code
+    # a refusal with --json still prints a document (one), with the error and its exit code; a dry run too
     chunk.unlink()
-    r = do_import(run_airgap, bundle, key, f"{registry2.host}/x", tmp_path, "--json")
-    assert r.returncode == 6, r.output
-    doc = json.loads(r.stdout)
-    assert doc["exit_code"] == 6 and f"{chunk.name}" in doc["error"] and doc["bundle_id"] == m.bundle_id
+    for extra in ((), ("--dry-run",)):
+        r = do_import(run_airgap, bundle, key, f"{registry2.host}/x", tmp_path, "--json", *extra)
+        assert r.returncode == 6, r.output
+        doc = json.loads(r.stdout)
+        assert doc["exit_code"] == 6 and f"{chunk.name}" in doc["error"] and doc["bundle_id"] == m.bundle_id
 
 
 def test_insecure_skip_signature_is_loud_and_audited(bundle: Path, registry2: RegistryServer, tmp_path: Path,

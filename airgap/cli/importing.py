@@ -127,12 +127,16 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
         password = read_password(password_stdin, "AIRGAP_PASSWORD")
         keychain = keychain_with([GivenCredentials(target.host, "--username", username, password, "AIRGAP_PASSWORD")])
         if dry_run:
-            _dry_run(reader, mapped, as_json, repairer)
-            if manifest.is_delta:  # what the import checks first: the target must hold what the delta relies on
+            def check_base() -> None:  # what the import checks first: the target holds what a delta relies on
                 with make_registries(insecure, ca_certs, jobs, retries, keychain, upload_chunk_size) as registries:
                     check_relied(registries, manifest, target, mapped, jobs)
-                if not as_json:
-                    click.echo(f"{target} holds every blob this delta relies on")
+
+            if as_json and manifest.is_delta:  # one document on stdout: a refusal prints only its own
+                check_base()
+            _dry_run(reader, mapped, as_json, repairer)
+            if not as_json and manifest.is_delta:
+                check_base()
+                click.echo(f"{target} holds every blob this delta relies on")
             return
         journal = ImportJournal.open(state, manifest.bundle_id, str(target))
         with make_registries(insecure, ca_certs, jobs, retries, keychain, upload_chunk_size) as registries, \
@@ -211,7 +215,8 @@ def _dry_run(reader: BundleReader, mapped: list[Any], as_json: bool, repairer: R
                      "damaged_chunks": [{"name": n, "problem": problems[n].kind, "detail": problems[n].detail}
                                         for n in bad if problems[n].kind != "missing"],
                      "rebuilt_from_parity": [n for n in bad if n in rebuilt]})
-    if as_json:
+    if as_json:  # one document on stdout: a refusal prints only its own (see import_cmd)
+        check_chunks_present(reader, mapped, repairer)
         click.echo(json.dumps({"bundle_id": m.bundle_id, "images": rows,
                                "relies_on": [r.to_json() for r in m.relies_on]}, indent=2))
     else:
