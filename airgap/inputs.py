@@ -100,7 +100,8 @@ def parse_chunk_size(text: str) -> int:
     size = parse_size(text)
     if size < MIN_CHUNK_SIZE:
         raise InvalidInput(
-            f"chunk size {text!r} is {format_size(size)}, below the minimum of {format_size(MIN_CHUNK_SIZE)}",
+            f"chunk size {text!r} is {size:,} bytes, below the minimum of {MIN_CHUNK_SIZE:,} bytes "
+            f"({format_size(MIN_CHUNK_SIZE)})",
             hint=f"give at least {format_size(MIN_CHUNK_SIZE)}, e.g. 1G or a preset such as dvd",
         )
     if size > MAX_CHUNK_SIZE:

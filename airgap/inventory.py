@@ -16,7 +16,7 @@ from pathlib import Path
 
 from airgap import __version__
 from airgap.atomic import write_atomic
-from airgap.errors import InvalidInput, NotFound, PermissionDenied, RegistryError, UnsupportedManifest
+from airgap.errors import AuthError, InvalidInput, NotFound, PermissionDenied, RegistryError, UnsupportedManifest
 from airgap.model.delta import (
     MAX_INVENTORY_BYTES,
     Inventory,
@@ -50,6 +50,8 @@ def take_inventory(client: RegistryClient, prefix: str = "", repositories: Seque
     else:
         try:
             names = client.catalog()
+        except AuthError:
+            raise  # no credentials, or refused ones: --repo would meet the same 401
         except (PermissionDenied, NotFound) as exc:
             raise InvalidInput(f"{client.host} does not let us list its repositories ({exc.message})",
                                hint="name the repositories to take with --repo NAME (repeatable)") from None

@@ -245,9 +245,8 @@ def generate_keypair(
     if not overwrite:
         for p in (path, pub_path):
             if os.path.lexists(p):
-                raise KeyFileError(
-                    f"{p} already exists", hint="choose another path, or remove the old key first to replace it"
-                )
+                raise KeyFileError(f"{p} already exists", hint="choose another path, or replace it with "
+                                                               "`airgap keygen --force` (the old key is lost)")
     if path.name.endswith(".pub"):
         raise InvalidInput(f"{path} is named as a public key, but it would hold the private key",
                            hint=f"give the private key's path, e.g. {path.with_name(path.name[:-4])}: its public "
@@ -597,8 +596,8 @@ def _stage(path: Path, content: bytes, mode: int) -> Path:
 
 def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
     """Rename the staged ``tmp`` to ``path`` (refusing an existing ``path`` unless ``overwrite``)."""
-    exists = KeyFileError(f"{path} already exists", hint="choose another path, or remove the old key first to "
-                                                          "replace it")
+    exists = KeyFileError(f"{path} already exists", hint="choose another path, or replace it with `airgap keygen "
+                                                          "--force` (the old key is lost)")
     try:
         if overwrite:
             os.replace(tmp, path)

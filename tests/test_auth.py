@@ -183,18 +183,18 @@ def test_401_hints_name_only_the_options_of_the_command(htpasswd_registry: Regis
     key = tmp_path / "k"
     assert run_airgap("keygen", str(key)).returncode == 0
     r = run_airgap("export", f"{host}/team/app:1.0", "--output", str(tmp_path / "b"), "--key", str(key))
-    line = assert_error_line(r, f"{host}/team/app", "401", f"run `airgap login {host}`")
+    line = assert_error_line(r, f"{host}/team/app", "401", f"run `airgap login {host} -u USER --password-stdin`")
     assert user_options(line) == set(), line
     r = run_airgap("copy", demo_registry.ref("demo/base-a:1.0"), f"{host}/team/base-a")
-    line = assert_error_line(r, f"{host}/team/base-a", "401", f"run `airgap login {host}`",
+    line = assert_error_line(r, f"{host}/team/base-a", "401", f"run `airgap login {host} -u USER --password-stdin`",
                              "--dest-username USER (password on --password-stdin or in AIRGAP_DEST_PASSWORD)")
     assert user_options(line) == {"--dest-username"}, line
     r = run_airgap("copy", f"{host}/team/base-a:1.0", f"{demo_registry.host}/team/base-a")
-    line = assert_error_line(r, f"{host}/team/base-a", "401", f"run `airgap login {host}`",
+    line = assert_error_line(r, f"{host}/team/base-a", "401", f"run `airgap login {host} -u USER --password-stdin`",
                              "--src-username USER (password on --password-stdin or in AIRGAP_SRC_PASSWORD)")
     assert user_options(line) == {"--src-username"}, line
     r = run_airgap(*import_args(bundle_2m, host, tmp_path / "state"))
-    line = assert_error_line(r, host, "401", f"run `airgap login {host}`",
+    line = assert_error_line(r, host, "401", f"run `airgap login {host} -u USER --password-stdin`",
                              "--username USER (password on --password-stdin or in AIRGAP_PASSWORD)")
     assert user_options(line) == {"--username"}, line
     print(line)

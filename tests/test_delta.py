@@ -308,6 +308,8 @@ def test_inventory_where_the_catalog_is_not_allowed(token_registry: RegistryServ
     assert server is not None
     server.policy = lambda user, kind, name, actions, srv: [] if kind == "registry" else list(actions)
     out = tmp_path / "inv.json"
+    r = run_airgap("inventory", "--registry", token_registry.host, "--output", str(out))  # no credentials at all
+    assert r.returncode == 5 and "airgap login" in r.stderr and "--repo" not in r.stderr, r.output
     env = {"AIRGAP_PASSWORD": "s3cret-pass"}
     r = run_airgap("inventory", "--registry", token_registry.host, "--username", "alice", "--output", str(out),
                    env=env)

@@ -165,7 +165,7 @@ class Keychain:
     def how_to_give(self, host: str) -> str:
         """What to do to give credentials for ``host``, in the words of the running command."""
         option = self.options.get(parse_host(host))
-        return f"run `airgap login {host}`" + (f", or pass {option}" if option else "")
+        return f"run `airgap login {host} -u USER --password-stdin`" + (f", or pass {option}" if option else "")
 
     def lookup(self, host: str) -> Credential | None:
         host = parse_host(host)

@@ -368,7 +368,8 @@ class Session:
             who = f"user {cred.username!r}" if cred and cred.username else "anonymous access"
             subject = f"{self.host}/{repository}" if repository else self.host
             raise AuthError(f"{subject}: the token service refused {who} ({resp.status_code})",
-                            hint=(f"check the user name and password, or run `airgap login {self.host}`"
+                            hint=(f"check the user name and password, or run `airgap login {self.host} -u USER "
+                                  "--password-stdin`"
                                   if cred and not cred.empty else
                                   f"the registry needs credentials: {self.keychain.how_to_give(self.host)}"),
                             registry=self.host, repository=repository, status=resp.status_code, method="GET",

@@ -95,7 +95,7 @@ def test_chunk_size_minimum() -> None:
     assert parse_chunk_size("1MiB") == MiB
     with pytest.raises(InvalidInput) as info:
         parse_chunk_size("1M")
-    assert "below the minimum of 1 MiB" in info.value.message
+    assert "is 1,000,000 bytes, below the minimum of 1,048,576 bytes (1 MiB)" in info.value.message
     assert "'1M'" in info.value.message
     with pytest.raises(InvalidInput, match="minimum"):
         parse_chunk_size("0")
