@@ -150,6 +150,11 @@ def test_explicit_credentials_without_login(demo_registry: RegistryServer, htpas
     assert r.returncode == 0, r.output
     assert skopeo_digest(f"{htpasswd_registry.host}/x/base-b:1.0", creds=htpasswd_registry.creds) == \
         skopeo_digest(f"{demo_registry.host}/demo/base-b:1.0")
+    # both user names and --password-stdin: the password goes to the destination, and the source's is asked for
+    # by its variable alone (the hint offered --password-stdin, already taken)
+    r = run_airgap("copy", "--src-username", "bob", "--dest-username", "alice", "--password-stdin",
+                   f"{demo_registry.host}/demo/base-b:1.0", f"{htpasswd_registry.host}/x/base-c", input=LOGIN_PW + "\n")
+    assert r.returncode == 2 and "set the AIRGAP_SRC_PASSWORD variable" in r.stderr, r.output
 
 
 def test_copy_over_tls_with_custom_ca(demo_registry: RegistryServer, tls_registry: RegistryServer,

@@ -33,8 +33,8 @@ from airgap.transfer.plan import ReferrerOptions
 @click.option("--src-username", help="User name for the source registry.")
 @click.option("--dest-username", help="User name for the destination registry.")
 @click.option("--password-stdin", is_flag=True,
-              help="Read the password of the one --*-username given from standard input "
-                   "(else from AIRGAP_SRC_PASSWORD / AIRGAP_DEST_PASSWORD).")
+              help="Read the password of the one --*-username given from standard input; with both, the "
+                   "destination's (the source's then comes from AIRGAP_SRC_PASSWORD).")
 @click.pass_obj
 def copy_cmd(obj: dict[str, bool], src: str, dst: str, platforms: tuple[str, ...], insecure: tuple[str, ...],
              ca_certs: tuple[str, ...], jobs: int, retries: int, upload_chunk_size: str, no_referrers: bool,

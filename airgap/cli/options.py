@@ -95,8 +95,11 @@ def keychain_with(given: list[GivenCredentials]) -> Keychain:
         keychain.options.setdefault(host, f"{g.option} USER (password on --password-stdin or in {env_var})")
         if user:
             if password is None:
+                stdin_taken = any(o is not g and o.user and o.password is not None for o in given)
                 raise InvalidInput(f"a user name for {host} was given without a password",
-                                   hint=f"pass it with --password-stdin or the {env_var} variable")
+                                   hint=f"set the {env_var} variable: --password-stdin gives one password, the "
+                                        "destination's when both user names are given"
+                                   if stdin_taken else f"pass it with --password-stdin or the {env_var} variable")
             keychain.add(host, Credential(user, password))
     return keychain
 
