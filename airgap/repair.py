@@ -131,9 +131,7 @@ def repair_bundle(directory: Path, trusted: Sequence[PublicKey], media: Sequence
                 path = reader.path(chunk)
                 assert path is not None
                 sources[n] = Source(path, chunk)
-            elif chunk_intact(dest, chunk):  # a good copy in --output, hidden behind a bad one on the media
-                sources[n] = Source(dest, chunk)
-            else:
+            else:  # (a good copy in --output counts already: the reader checks every copy, --output's too)
                 targets[n] = Target(dest, chunk)
         if targets:
             _rebuild(manifest, parity, damage.stripe, sources, targets, damage.bad)
