@@ -146,7 +146,7 @@ class BadSignature(SignatureError):
 
 
 class KeyPermissionWarning(UserWarning):
-    """An unencrypted private key file that others can read."""
+    """An unencrypted private key file that others can read, or that a passphrase was given for."""
 
 
 # --- keys ---------------------------------------------------------------------------------------------------------
@@ -294,6 +294,9 @@ def load_private_key(path: Path, *, passphrase: bytes | None) -> PrivateKey:
     encrypted = obj.get("encrypted")
     if encrypted is False:
         seed = _field_b64(obj, "seed", 32, source)
+        if passphrase:  # the operator may believe the key is protected
+            warnings.warn(KeyPermissionWarning(f"the private key {source} is not encrypted: the passphrase given was "
+                                               "not needed, and does not protect it"), stacklevel=2)
         if mode & (stat.S_IRGRP | stat.S_IROTH):
             warnings.warn(
                 KeyPermissionWarning(

@@ -178,6 +178,12 @@ def test_dry_run_pushes_nothing(bundle: Path, key: Path, registry2: RegistryServ
 
 def test_insecure_skip_signature_is_loud_and_audited(bundle: Path, registry2: RegistryServer, tmp_path: Path,
                                                      run_airgap: RunAirgap) -> None:
+    sig = json.loads((bundle / "manifest.json.sig").read_bytes())
+    r = run_airgap("import", str(bundle), "--to", f"{registry2.host}/skipped", "--insecure-skip-signature",
+                   "--state-dir", str(tmp_path / "state"), "--image", "demo/base-a:1.0")
+    assert r.returncode == 0, r.output  # the record names the key the signature file claims, unverified
+    assert json.loads((tmp_path / "state" / "audit.jsonl").read_text())["claimed_key_id"] == sig["key_id"]
+    (tmp_path / "state" / "audit.jsonl").unlink()
     (bundle / "manifest.json.sig").unlink()
     r = run_airgap("import", str(bundle), "--to", registry2.host, "--state-dir", str(tmp_path / "state"))
     assert r.returncode == 2 and "--pubkey" in r.stderr

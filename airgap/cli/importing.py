@@ -119,6 +119,8 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
             manifest, key = read_signed_manifest(directory, [load_public_key(p) for p in pubkeys])
             signer = key.key_id
         base.update({"bundle_id": manifest.bundle_id, "key_id": signer or "(not checked)"})
+        if signer is None:  # for the record: the key the signature file names, if there is one (not verified)
+            base["claimed_key_id"] = _claimed_signer(directory)
         mapped = map_images(manifest, target, images, keep_source_host=keep_source_host)
         state = state_dir or audit.state_dir()
         repairer = Repairer.for_import(manifest, [directory, *media], state)
@@ -174,6 +176,16 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
                     "same command again: it continues where it stopped")
         raise ImportIncomplete(f"{len(result.failed)} of {len(mapped)} images not imported; first: {first.target}: "
                                f"{first.error}", hint=hint)
+
+
+def _claimed_signer(directory: Path) -> str | None:
+    """The ``key_id`` that ``manifest.json.sig`` names, unverified; None when there is no readable one."""
+    try:
+        data = (directory / "manifest.json.sig").read_bytes()[:4096]
+        key_id = json.loads(data).get("key_id")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    return key_id[:128] if isinstance(key_id, str) else None
 
 
 def _summary(result: ImportResult, doc: dict[str, Any]) -> None:

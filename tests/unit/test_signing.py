@@ -177,9 +177,10 @@ def test_wrong_passphrase(tmp_path: Path) -> None:
     assert "passphrase" in info.value.hint
 
 
-def test_passphrase_given_for_unencrypted_key_is_ignored(tmp_path: Path) -> None:
+def test_passphrase_given_for_unencrypted_key_is_ignored_with_a_warning(tmp_path: Path) -> None:
     path, pub = keypair(tmp_path)
-    assert load_private_key(path, passphrase=b"unused").public == pub
+    with pytest.warns(KeyPermissionWarning, match="is not encrypted: the passphrase given was not needed"):
+        assert load_private_key(path, passphrase=b"unused").public == pub
 
 
 def test_empty_passphrase_refused(tmp_path: Path) -> None:
