@@ -145,12 +145,9 @@ def _describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     if there.keys() == now.keys():
         for name, platforms in now.items():
             if there[name] != platforms:
-                return _platforms_difference(name, there[name], platforms)
+                return f"platforms of {name}: {', '.join(sorted(there[name])) or 'all'} there, " \
+                       f"{', '.join(sorted(platforms)) or 'all'} now"
     return "a different list of images"
-
-
-def _platforms_difference(name: str, there: Sequence[str], now: Sequence[str]) -> str:
-    return f"platforms of {name}: {', '.join(sorted(there)) or 'all'} there, {', '.join(sorted(now)) or 'all'} now"
 
 
 def plan_members(sources: Sources, requests: list[ImageRequest], progress: Progress,
@@ -321,6 +318,12 @@ def output_status(registries: Registries, out_dir: Path, requests: list[ImageReq
     """What an export of ``requests`` does with ``out_dir``: 'new', 'resume' (the interrupted export of the same
     request) or 'complete' (it holds the bundle this run would write: nothing to do). Raises when it holds
     something else. Without ``key`` (a dry run), the key a complete bundle was signed with is not compared."""
+    return _found(registries, out_dir, requests, options, key)[0]
+
+
+def _found(registries: Registries, out_dir: Path, requests: list[ImageRequest], options: ExportOptions,
+           key: PrivateKey | None) -> tuple[str, BundleManifest | None, dict[str, Any] | None]:
+    """:func:`output_status`, with the complete bundle's manifest or the interrupted export's saved state."""
     status = check_output_dir(out_dir)
     key_now = request_key(requests, options)
     if status == "complete":
@@ -331,6 +334,7 @@ def output_status(registries: Registries, out_dir: Path, requests: list[ImageReq
                 f"output directory {out_dir} already holds a complete bundle ({manifest.bundle_id}) of other images "
                 f"or options ({difference})",
                 hint="choose an empty or new directory, or run it with that bundle's images and options")
+        return status, manifest, None
     if status == "resume":
         state = _load_state(out_dir)
         if state.get("version") != STATE_VERSION or state.get("request") != key_now:
@@ -338,7 +342,8 @@ def output_status(registries: Registries, out_dir: Path, requests: list[ImageReq
                 f"output directory {out_dir} holds an interrupted export of something else "
                 f"({_describe_difference(state.get('request', {}), key_now)})",
                 hint="run it with the same images and options to finish it, or choose another directory")
-    return status
+        return status, None, state
+    return status, None, None
 
 
 def export(registries: Registries, requests: list[ImageRequest], out_dir: Path, key: PrivateKey,
@@ -381,16 +386,14 @@ def _export(registries: Registries, requests: list[ImageRequest], out_dir: Path,
     sources = Sources(registries)
     for stale in (*out_dir.glob(".manifest.json.tmp-*"), *out_dir.glob(".manifest.json.sig.tmp-*")):
         stale.unlink(missing_ok=True)  # a run killed while writing the signature or the manifest (we hold the lock)
-    status = output_status(registries, out_dir, requests, options, key)
+    status, manifest, state = _found(registries, out_dir, requests, options, key)
     key_now = request_key(requests, options)
-    if status == "complete":
-        manifest = BundleManifest.parse((out_dir / "manifest.json").read_bytes())
+    if manifest is not None:  # complete
         # a run killed while removing its state after signing leaves some of it behind
         shutil.rmtree(out_dir / STATE_DIR, ignore_errors=True)
         return ExportResult(manifest, out_dir, 0, already_complete=True)
     state_path = out_dir / STATE_DIR / "state.json"
-    if status == "resume":
-        state = _load_state(out_dir)
+    if state is not None:  # resume
         try:
             entries = [_Entry.from_json(e) for e in state["members"]]
             images = [_image_from_json(i) for i in state["images"]]
