@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shlex
 from pathlib import Path
 from typing import Any
 
@@ -169,9 +168,9 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
         hint = None
         if any(isinstance(f.error, (ChunkCorrupt, ChunkMissing)) for f in result.failed):
             # an image stops at its first damaged chunk: verify names them all, for one trip to the source
-            command = " ".join(["airgap verify", shlex.quote(str(directory)),
-                                *(f"--pubkey {shlex.quote(str(p))}" for p in pubkeys),
-                                *(f"--media {shlex.quote(str(d))}" for d in media)])
+            from airgap.cli.verify import bundle_command
+
+            command = bundle_command("verify", directory, pubkeys, media)
             hint = (f"`{command}` names every damaged chunk; copy them again from the source bundle, then run the "
                     "same command again: it continues where it stopped")
         raise ImportIncomplete(f"{len(result.failed)} of {len(mapped)} images not imported; first: {first.target}: "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -75,16 +76,18 @@ def _parity_verdict(result: VerifyResult, directory: Path, pubkeys: tuple[Path, 
         raise BundleDamaged(f"{damaged}; " + "; ".join(d.describe() for d in lost),
                             hint="find the missing chunks (--media DIR) or copy the damaged ones again from the "
                                  "source bundle; with enough of them back, `airgap repair` rebuilds the others")
-    command = " ".join(["airgap repair", shlex.quote(str(directory)),
-                        *(f"--pubkey {shlex.quote(str(p))}" for p in pubkeys),
-                        *(f"--media {shlex.quote(str(d))}" for d in media)])
+    command = bundle_command("repair", directory, pubkeys, media)
+    hint = f"run `{command}`, then verify again"
     if not os.access(directory, os.W_OK):  # read-only media: the rebuilt chunks go elsewhere
-        command += " --output DIR"
-        raise BundleDamaged(f"{damaged}; parity can rebuild every one of them",
-                            hint=f"run `{command}` (DIR: a directory you can write to), then verify again with "
-                                 "--media DIR")
-    raise BundleDamaged(f"{damaged}; parity can rebuild every one of them",
-                        hint=f"run `{command}`, then verify again")
+        hint = f"run `{command} --output DIR` (DIR: a directory you can write to), then verify again with --media DIR"
+    raise BundleDamaged(f"{damaged}; parity can rebuild every one of them", hint=hint)
+
+
+def bundle_command(verb: str, directory: Path, pubkeys: Sequence[Path], media: Sequence[Path]) -> str:
+    """``airgap VERB DIR --pubkey … --media …``, quoted for a shell: a command to suggest in a hint."""
+    return " ".join([f"airgap {verb}", shlex.quote(str(directory)),
+                     *(f"--pubkey {shlex.quote(str(p))}" for p in pubkeys),
+                     *(f"--media {shlex.quote(str(d))}" for d in media)])
 
 
 def delta_summary(m: BundleManifest) -> str:
