@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airgap.errors import InvalidInput
+from airgap.model.delta import check_repository
+
 
 @dataclass
 class ImportJournal:
@@ -104,7 +107,6 @@ class ImportJournal:
         self._append({"t": "done"})
 
 
-_REPOSITORY = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
@@ -129,8 +131,11 @@ class KnownBlobs:
             return known
         for line in text.splitlines():  # "<digest> <repository>"; a torn or odd line is skipped
             digest, _, repo = line.partition(" ")
-            if _DIGEST.fullmatch(digest) and _REPOSITORY.fullmatch(repo) and len(repo) <= 255:
-                known.where[digest] = repo
+            try:
+                if _DIGEST.fullmatch(digest):
+                    known.where[digest] = check_repository(repo, "known blobs")
+            except InvalidInput:
+                continue
         return known
 
     def get(self, digest: str) -> str | None:
