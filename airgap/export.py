@@ -43,7 +43,7 @@ from airgap.transfer.plan import ImageRequest, PlannedImage, ReferrerOptions, pl
 from airgap.workers import worker_pool
 
 SEGMENT_SIZE = 2 * 1024 * 1024
-DEFAULT_LEVEL = 3
+DEFAULT_LEVEL = 2
 REF_NAME = "org.opencontainers.image.ref.name"
 STATE_VERSION = 1
 

@@ -17,6 +17,7 @@ from airgap.cli.verify import delta_summary
 from airgap.delta import Exclusions, exclusions, read_since
 from airgap.errors import AirgapError, InvalidInput
 from airgap.export import (
+    DEFAULT_LEVEL,
     ExportOptions,
     expand_registry,
     expand_repository,
@@ -133,7 +134,7 @@ def _parity_plan(total: int, chunk_size: int, spec: ParitySpec | None) -> str:
               help="Bytes per chunk file: 500M, 4G, 1GiB, or a preset: " + ", ".join(MEDIA_PRESETS) + ".")
 @click.option("--platform", "platforms", multiple=True, metavar="OS/ARCH[/VARIANT]",
               help="Only these platforms of multi-platform images (their index digest changes).")
-@click.option("--compression-level", type=click.IntRange(1, 19), default=3, show_default=True,
+@click.option("--compression-level", type=click.IntRange(1, 19), default=DEFAULT_LEVEL, show_default=True,
               help="zstd level for content that is not already compressed.")
 @click.option("--no-referrers", is_flag=True,
               help="Leave out signatures, SBOMs and attestations (OCI referrers and cosign-style tags).")
