@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 # and only a push of the same content writes the link again. Pushing content that is in fact there does no
 # harm; a registry that is failing for another reason fails the push too, which says so.
 MENDED_BY_A_PUSH = (500,)
+# Seconds between tries of a manifest PUT refused for a blob the repository holds (see put_manifest), and of
+# a manifest that cannot be served right after its push (see endpoints.check_servable): another client
+# writing the same link or manifest at the same moment.
+SETTLE_PAUSES = (0.2, 0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -96,11 +100,20 @@ class RegistryClient:
         """Push a manifest's exact bytes under its digest, or under ``tag``. Returns the registry's
         ``OCI-Subject`` header (set by registries that indexed the manifest's subject), if any."""
         ident = tag or str(manifest.digest)
-        resp = self.session.request(
-            "PUT", f"/v2/{repository}/manifests/{ident}", scopes=(repo_scope(repository, "pull,push"),),
-            headers={"Content-Type": manifest.media_type}, content=manifest.data, ok=(200, 201, 202, 409),
-            repository=repository, what=f"push manifest {ident} to",
-        )
+        for pause in (*SETTLE_PAUSES, None):
+            resp = self.session.request(
+                "PUT", f"/v2/{repository}/manifests/{ident}", scopes=(repo_scope(repository, "pull,push"),),
+                headers={"Content-Type": manifest.media_type}, content=manifest.data, ok=(200, 201, 202, 400, 409),
+                repository=repository, what=f"push manifest {ident} to",
+            )
+            if resp.status_code != 400:
+                break
+            if pause is None or "MANIFEST_BLOB_UNKNOWN" not in registry_errors(resp)[0]:
+                raise self.session.error(resp, what=f"push manifest {ident} to", repository=repository)
+            # distribution writes a blob's link file in place: while another client pushes the same blob into the
+            # repository, it can read the link empty and refuse a manifest whose blobs it holds. It settles.
+            resp.close()
+            time.sleep(pause)
         if resp.status_code == 409 and self.head_manifest(repository, ident) != manifest.digest:
             raise self.session.error(resp, what=f"push manifest {ident} to", repository=repository)
         got = resp.headers.get("docker-content-digest")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from airgap.errors import RegistryError
 from airgap.model.digest import Digest
 from airgap.model.manifest import REFERRER_TAG, Descriptor, Manifest, artifact_type_of, cosign_tags, fallback_tag
 from airgap.model.reference import Reference
-from airgap.registry.client import UploadSessions
+from airgap.registry.client import SETTLE_PAUSES, UploadSessions
 from airgap.registry.pool import Registries
 from airgap.streams import BlobOpener
 from airgap.workers import worker_pool
@@ -105,12 +106,19 @@ def check_servable(registries: Registries, pushed: dict[tuple[str, Digest], str]
 
     distribution writes a manifest's bytes in place: a write cut short (its disk filled up, it was stopped) leaves
     a short or empty file, which it then answers 500 for, and which no later push replaces (it finds the file and
-    keeps it). The PUT was answered 201 all the same, so only asking again shows it."""
+    keeps it). The PUT was answered 201 all the same, so only asking again shows it. Another client pushing the
+    same manifest at the same moment makes it briefly unservable too: it is asked again a few times first."""
     items = list(pushed.items())
 
     def servable(item: tuple[tuple[str, Digest], str]) -> bool:
         (host, digest), repo = item
-        return registries.client(host).head_manifest(repo, str(digest), mend=True) == digest
+        client = registries.client(host)
+        for pause in (*SETTLE_PAUSES, None):
+            if client.head_manifest(repo, str(digest), mend=True) == digest:
+                return True
+            if pause is not None:
+                time.sleep(pause)
+        return False
 
     with worker_pool(jobs, "airgap-check") as pool:
         broken = [item for item, ok in zip(items, pool.map(servable, items), strict=True) if not ok]

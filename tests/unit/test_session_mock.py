@@ -309,3 +309,59 @@ def test_an_endless_answer_is_cut_at_the_bound_not_read_into_memory() -> None:
     with pytest.raises(RegistryError), client.blob_reader("repo", DESC)(0) as chunks:
         b"".join(chunks)
     assert sum(sent) <= 2 * (1 << 20) * FAST.retry.tries  # each error answer read only to its first 64 KiB
+
+
+_MANIFEST = (b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":'
+             b'"application/vnd.oci.image.config.v1+json","digest":"' + str(DESC.digest).encode() + b'","size":'
+             + str(DESC.size).encode() + b'},"layers":[]}')
+_BLOB_UNKNOWN = {"errors": [{"code": "MANIFEST_BLOB_UNKNOWN", "message": "blob unknown to registry"}]}
+
+
+@pytest.fixture
+def no_settle_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("airgap.registry.client.SETTLE_PAUSES", (0.001, 0.001, 0.001))
+
+
+@pytest.mark.parametrize("refusals, pushed", [(1, True), (3, True), (4, False)])
+def test_manifest_refused_for_a_blob_link_being_written_is_pushed_again(no_settle_pauses: None, refusals: int,
+                                                                        pushed: bool) -> None:
+    """distribution reads a blob link that another client is writing as empty, and refuses the manifest
+    (MANIFEST_BLOB_UNKNOWN) though the repository holds the blob: the PUT is tried again a few times."""
+    from airgap.model.manifest import Manifest
+
+    manifest = Manifest.parse(_MANIFEST)
+    puts: list[int] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/v2/":
+            return httpx.Response(200)
+        assert req.method == "PUT" and req.content == _MANIFEST
+        puts.append(1)
+        if len(puts) <= refusals:
+            return httpx.Response(400, json=_BLOB_UNKNOWN)
+        return httpx.Response(201, headers={"docker-content-digest": str(manifest.digest)})
+
+    client = client_for(handler)
+    if pushed:
+        client.put_manifest("repo", manifest, "v1")
+        assert len(puts) == refusals + 1
+    else:
+        with pytest.raises(RegistryError, match="MANIFEST_BLOB_UNKNOWN|blob unknown"):
+            client.put_manifest("repo", manifest, "v1")
+        assert len(puts) == 4
+
+
+def test_manifest_refused_for_another_reason_is_not_pushed_again(no_settle_pauses: None) -> None:
+    from airgap.model.manifest import Manifest
+
+    puts: list[int] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/v2/":
+            return httpx.Response(200)
+        puts.append(1)
+        return httpx.Response(400, json={"errors": [{"code": "MANIFEST_INVALID", "message": "manifest invalid"}]})
+
+    with pytest.raises(RegistryError, match="MANIFEST_INVALID|manifest invalid"):
+        client_for(handler).put_manifest("repo", Manifest.parse(_MANIFEST), "v1")
+    assert len(puts) == 1
