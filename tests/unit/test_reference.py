@@ -84,3 +84,18 @@ def test_parse_never_crashes(text: str) -> None:
 def test_roundtrip_valid(path: str, tag: str) -> None:
     ref = Reference.parse(f"reg.local:5000/{path}:{tag}")
     assert (ref.host, ref.repository, ref.tag) == ("reg.local:5000", path, tag)
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1:5000", "registry.local:443", "localhost:5000", "[::1]:5000"])
+def test_a_registry_address_alone_is_not_taken_for_a_docker_hub_image(text: str) -> None:
+    """It would read as docker.io/library/127.0.0.1 with tag 5000 (and send the run to Docker Hub)."""
+    with pytest.raises(InvalidReference, match="names a registry, not an image") as err:
+        Reference.parse(text)
+    assert err.value.hint == f"add the repository: {text}/NAME[:TAG]"
+
+
+@pytest.mark.parametrize("text, name", [("ubuntu:22", "docker.io/library/ubuntu"),
+                                        ("127.0.0.1:5000/app", "127.0.0.1:5000/app"),
+                                        ("my.app:v1", "docker.io/library/my.app")])
+def test_names_that_only_look_alike_still_parse(text: str, name: str) -> None:
+    assert Reference.parse(text).name == name
