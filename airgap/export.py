@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from airgap import __version__
-from airgap.bundle.files import BundleError, os_error, write_atomic
+from airgap.bundle.files import STATE_DIR, BundleError, os_error, write_atomic
 from airgap.bundle.parity import write_parity
 from airgap.bundle.reader import BundleReader, read_signed_manifest
 from airgap.bundle.stream import Member
 from airgap.bundle.tarfmt import END_OF_ARCHIVE, blob_path
-from airgap.bundle.writer import STATE_DIR, write_stream
+from airgap.bundle.writer import write_stream
 from airgap.delta import Exclusions
 from airgap.errors import AirgapError, InvalidInput, NotFound
 from airgap.locking import exclusive

@@ -37,10 +37,11 @@ from harness import RegistryServer, TokenServer
 from test_import_faults import ACCEPT, EXIT_INCOMPLETE, Bundle, assert_error_line, bundle_2m, tree_state
 
 from airgap.bundle import tarfmt
+from airgap.bundle.files import STATE_DIR
 from airgap.bundle.reader import BundleReader, read_signed_manifest
 from airgap.bundle.stream import Member
 from airgap.bundle.tarfmt import END_OF_ARCHIVE, blob_path
-from airgap.bundle.writer import STATE_DIR, write_stream
+from airgap.bundle.writer import write_stream
 from airgap.model.bundle import BundleManifest, StoredBlob, StoredFile
 from airgap.model.digest import Digest
 from airgap.signing import load_private_key, load_public_key, sign

@@ -206,6 +206,14 @@ def test_killed_export_resumes_to_identical_bundle(registry_factory: RegistryFac
             proc.wait()
         assert not (out / "manifest.json").exists()
         assert all(p.stat().st_size == MiB for p in chunk_files(out))  # only complete chunks under final names
+    # the unfinished bundle is named as such, with what to do, by the commands that read bundles
+    for command in (["inspect", str(out)], ["verify", str(out), "--pubkey", f"{key}.pub"],
+                    ["import", str(out), "--to", reg.host, "--pubkey", f"{key}.pub", "--state-dir",
+                     str(tmp_path / "state")]):
+        r = run_airgap(*command)
+        assert r.returncode == 6, r.output
+        assert r.stderr.strip() == f"airgap: error: {out} holds an unfinished export: its manifest.json is written " \
+                                   "last: run the same `airgap export` again to finish it (it resumes)", r.output
     proxy.rate_limit(None)
     r = run_airgap("export", *args)
     assert r.returncode == 0, r.output

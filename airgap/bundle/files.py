@@ -8,6 +8,8 @@ from pathlib import Path
 from airgap import atomic
 from airgap.errors import AirgapError
 
+STATE_DIR = ".airgap-export"  # inside an export's output directory while the export is unfinished
+
 
 class BundleError(AirgapError):
     exit_code = 6
@@ -21,6 +23,15 @@ class NotWritable(BundleError):
 
 class DiskFull(BundleError):
     default_hint = "free some space (or use other media) and run the same command again: it resumes"
+
+
+def no_manifest(directory: Path) -> BundleError:
+    """The error for a directory without ``manifest.json``: an unfinished export, or not a bundle."""
+    if (directory / STATE_DIR).is_dir():
+        return BundleError(f"{directory} holds an unfinished export: its manifest.json is written last",
+                           hint="run the same `airgap export` again to finish it (it resumes)")
+    return BundleError(f"{directory} holds no manifest.json",
+                       hint="point at the bundle directory (the one with manifest.json and its .sig)")
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import zstandard
 
 from airgap.bundle import directio, tarfmt
-from airgap.bundle.files import BundleError
+from airgap.bundle.files import BundleError, no_manifest
 from airgap.errors import AirgapError, DigestMismatch
 from airgap.model.bundle import MAX_MANIFEST_BYTES, BundleManifest, Chunk, Span
 from airgap.model.digest import Digest
@@ -65,8 +65,7 @@ def read_signed_manifest(directory: Path, trusted: Sequence[PublicKey]) -> tuple
     """Check ``manifest.json`` against its signature first; parse it only when a trusted key signed it."""
     mpath, spath = directory / "manifest.json", directory / "manifest.json.sig"
     if not mpath.is_file():
-        raise BundleError(f"{directory} holds no manifest.json",
-                          hint="point at the bundle directory (the one with manifest.json and its .sig)")
+        raise no_manifest(directory)
     if not spath.is_file():
         raise BundleError(f"{directory} has manifest.json but no manifest.json.sig: the bundle is unsigned",
                           hint="copy the signature along with the bundle, or ask for a signed bundle")

@@ -7,11 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from airgap.bundle.chunks import ChunkWriter, FrameRecord, Journal
-from airgap.bundle.files import BundleError
+from airgap.bundle.files import STATE_DIR, BundleError
 from airgap.bundle.stream import Member, encoded_frames
 from airgap.model.bundle import Chunk, Span, frame_count
 
-STATE_DIR = ".airgap-export"
 READ = 1024 * 1024
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from airgap import audit
-from airgap.bundle.files import BundleError
+from airgap.bundle.files import no_manifest
 from airgap.bundle.reader import BundleReader, ChunkCorrupt, ChunkMissing, read_signed_manifest
 from airgap.cli.options import (
     GivenCredentials,
@@ -108,7 +108,7 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
                        "have been altered by anyone who had the media", err=True)
             path = directory / "manifest.json"
             if not path.is_file():
-                raise BundleError(f"{directory} holds no manifest.json", hint="point at the bundle directory")
+                raise no_manifest(directory)
             manifest = BundleManifest.parse(path.read_bytes())
             signer = None
         else:

@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 
 import click
 
-from airgap.bundle.files import BundleError
+from airgap.bundle.files import BundleError, no_manifest
 from airgap.bundle.reader import read_signed_manifest
 from airgap.inputs import format_size
 from airgap.model.bundle import BundleManifest
@@ -144,7 +144,7 @@ def inspect_cmd(directory: Path, as_json: bool, pubkeys: tuple[Path, ...]) -> No
     else:
         path = directory / "manifest.json"
         if not path.is_file():
-            raise BundleError(f"{directory} holds no manifest.json", hint="point at a bundle directory")
+            raise no_manifest(directory)
         m = BundleManifest.parse(path.read_bytes())
     doc = inspect_json(m, signer)
     if as_json:
