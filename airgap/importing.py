@@ -39,14 +39,20 @@ class Target:
     prefix: str  # "" or "a/b"
 
     @classmethod
-    def parse(cls, text: str) -> Target:
-        host, _, prefix = text.strip().strip("/").partition("/")
+    def parse(cls, text: str, option: str = "--to") -> Target:
+        """``REGISTRY[:PORT][/PREFIX]`` as given to ``option``; an ``https://`` or ``http://`` in front is dropped,
+        as by ``login`` (whether a registry speaks HTTP is --insecure's, or loopback's, to say)."""
+        bare = text.strip()
+        for scheme in ("https://", "http://"):
+            bare = bare.removeprefix(scheme)
+        host, _, prefix = bare.strip("/").partition("/")
         try:
             host = parse_host(host)
         except InvalidInput:
-            raise InvalidInput(f"invalid target {text!r}", hint="write --to REGISTRY[:PORT][/PREFIX]") from None
+            raise InvalidInput(f"invalid registry {text!r} for {option}",
+                               hint=f"write {option} REGISTRY[:PORT][/PREFIX]") from None
         if prefix and not all(_COMPONENT.match(c) for c in prefix.split("/")):
-            raise InvalidInput(f"invalid prefix {prefix!r} in --to {text}",
+            raise InvalidInput(f"invalid prefix {prefix!r} in {option} {text}",
                                hint="a prefix is lowercase path components joined by /")
         return cls(host, prefix)
 

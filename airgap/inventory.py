@@ -66,6 +66,7 @@ def take_inventory(client: RegistryClient, prefix: str = "", repositories: Seque
     blobs: dict[Digest, tuple[int, set[str]]] = {}
     manifests: set[Digest] = set()
     notices: list[str] = []
+    untagged: list[str] = []  # repositories named with --repo that hold no tag (a typo, most likely)
 
     def relative(name: str) -> str:
         return name[len(prefix) + 1:] if prefix else name
@@ -77,7 +78,11 @@ def take_inventory(client: RegistryClient, prefix: str = "", repositories: Seque
         found: list[InventoryImage] = []
         seen: dict[Digest, Manifest] = {}
         repo_blobs: dict[Digest, int] = {}
-        for tag in sorted(client.list_tags(repo)):
+        tags = client.list_tags(repo)
+        if not tags and repositories:
+            with lock:
+                untagged.append(repo)
+        for tag in sorted(tags):
             try:
                 root = client.get_manifest(repo, tag)
             except UnsupportedManifest as exc:
@@ -97,6 +102,11 @@ def take_inventory(client: RegistryClient, prefix: str = "", repositories: Seque
     with worker_pool(jobs, "airgap-inventory") as pool:
         for future in [pool.submit(walk, n) for n in sorted(set(names))]:
             future.result()
+    if untagged:
+        raise NotFound(f"{client.host}: no repository {', '.join(sorted(untagged))} with tagged images",
+                       registry=client.host,
+                       hint="check the --repo names (relative to the prefix): an inventory without them would make "
+                            "the next delta carry their images whole")
     inventory = Inventory(
         inventory_id="i-" + uuid.uuid4().hex, created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         tool=f"airgap {__version__}", registry=client.host, prefix=prefix,

@@ -246,6 +246,16 @@ def test_inventory_of_named_repositories_and_its_signature(registry: RegistrySer
     assert doc["prefix"] == "dr" and [(i["repository"], i["digest"]) for i in doc["images"]] == [("team/app", app)]
     assert {b["digest"] for b in doc["blobs"]} == {digest_of(BASE), digest_of(APP1)} | {
         b["digest"] for b in doc["blobs"] if b["size"] < 1000}  # the config
+    # a --repo that names no repository with tags (a typo) is refused: its images would go whole in the delta
+    typo = tmp_path / "typo.json"
+    r = run_airgap("inventory", "--registry", f"http://{registry.host}/dr", "--repo", "team/app", "--repo",
+                   "team/apq", "--output", str(typo))
+    assert r.returncode == 5 and not typo.exists(), r.output
+    assert r.stderr.splitlines() == [f"airgap: error: {registry.host}: no repository dr/team/apq with tagged images: "
+                                     "check the --repo names (relative to the prefix): an inventory without them "
+                                     "would make the next delta carry their images whole"]
+    r = run_airgap("inventory", "--registry", f"{registry.host}/Dr", "--output", str(typo))
+    assert r.returncode == 2 and "invalid prefix 'Dr' in --registry" in r.stderr, r.output
     # the whole prefix: the catalog, filtered by the prefix
     r = run_airgap("inventory", "--registry", f"{registry.host}/dr", "--output", str(inv), "--key", str(key))
     assert r.returncode == 0, r.output

@@ -48,7 +48,7 @@ def inventory_cmd(obj: dict[str, bool], registry: str, output: Path, repos: tupl
     lists, and `import` checks that the target still has them before it pushes anything.
     """
     refuse_password_without_user(password_stdin, ("--username", username))
-    target = Target.parse(registry)
+    target = Target.parse(registry, "--registry")
     key = load_private_key(key_path, passphrase=read_passphrase(passphrase_file, os.environ)) if key_path else None
     password = read_password(password_stdin, "AIRGAP_PASSWORD")
     keychain = keychain_with([GivenCredentials(target.host, "--username", username, password, "AIRGAP_PASSWORD")])

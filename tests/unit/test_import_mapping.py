@@ -33,3 +33,13 @@ def test_a_digest_selects_every_image_of_that_digest_and_an_unknown_name_is_refu
     for bad in ("reg.example.com:5000/team/app:1.5", "other.example.com/team/app", "team"):
         with pytest.raises(InvalidInput, match="the bundle has no image"):
             map_images(manifest(), Target("mirror:5000", ""), [bad])
+
+
+def test_a_target_may_be_written_with_a_scheme_and_its_errors_name_the_option() -> None:
+    assert Target.parse("https://mirror:5000/dr/") == Target("mirror:5000", "dr")
+    assert Target.parse("http://mirror:5000") == Target("mirror:5000", "")
+    with pytest.raises(InvalidInput, match="invalid prefix 'Dr' in --registry") as err:
+        Target.parse("mirror:5000/Dr", "--registry")
+    with pytest.raises(InvalidInput, match="invalid registry 'ftp://x' for --to") as err:
+        Target.parse("ftp://x")
+    assert err.value.hint == "write --to REGISTRY[:PORT][/PREFIX]"
