@@ -89,6 +89,16 @@ def test_platform_subset_says_digest_changes(demo_registry: RegistryServer, regi
     bad = run_airgap("copy", "--platform", "windows/amd64", src, f"{registry2.host}/sub/none")
     assert bad.returncode == 2 and "has no manifest for platform windows/amd64" in bad.stderr
     assert "linux/amd64, linux/arm64" in bad.stderr
+    # a single-platform image: its config names the platform, which must be one of those asked for
+    single = f"{demo_registry.host}/demo/base-a:1.0"
+    bad = run_airgap("copy", "--platform", "linux/arm64", single, f"{registry2.host}/sub/base-a")
+    assert bad.returncode == 2, bad.output
+    assert bad.stderr.splitlines() == [f"airgap: error: {single} is an image for linux/amd64 only, not for "
+                                       "linux/arm64: leave it out of the list, or ask for its platform too"]
+    r = run_airgap("copy", "--platform", "linux/arm64", "--platform", "linux/x86_64", single,
+                   f"{registry2.host}/sub/base-a")
+    assert r.returncode == 0, r.output
+    assert skopeo_digest(f"{registry2.host}/sub/base-a:1.0") == skopeo_digest(single)
 
 
 def login(run_airgap: RunAirgap, server: RegistryServer, *extra: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from airgap.errors import InvalidInput, NotFound
@@ -12,6 +13,8 @@ from airgap.model.reference import Reference
 from airgap.transfer.endpoints import Source
 
 MAX_DEPTH = 4
+IMAGE_CONFIGS = ("application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json")
+MAX_CONFIG_BYTES = 4 * 1024 * 1024  # read to learn a single-platform image's platform
 REFERRER_LEVELS = 2  # referrers of the image's manifests, and referrers of those (a signature on an SBOM)
 
 
@@ -138,6 +141,12 @@ def plan_image(source: Source, request: ImageRequest, referrers: ReferrerOptions
         return manifest
 
     image.root = walk(root, 0, None)
+    if request.platforms and not root.is_index:
+        have = _config_platform(source, ref, root)
+        if have is not None and not any(p.matches(have) for p in request.platforms):
+            want = ", ".join(str(p) for p in request.platforms)
+            raise InvalidInput(f"{ref} is an image for {have} only, not for {want}",
+                               hint="leave it out of the list, or ask for its platform too")
     if referrers.enabled:
         image.referrers = plan_referrers(source, ref, [m.digest for m in image.manifests], referrers)
         for digest in cut:
@@ -149,6 +158,20 @@ def plan_image(source: Source, request: ImageRequest, referrers: ReferrerOptions
                     f"{ref}: {len(left)} referrer(s) of the full index {digest} left out ({kinds}): they refer to "
                     "the index that the platform subset replaces; export all platforms to keep them")
     return image
+
+
+def _config_platform(source: Source, ref: Reference, manifest: Manifest) -> Platform | None:
+    """The platform that a single-platform image's config names; None for an artifact (another config type),
+    or a config that names none."""
+    config = manifest.config
+    if config is None or config.media_type not in IMAGE_CONFIGS or config.size > MAX_CONFIG_BYTES:
+        return None
+    with source.blob_opener(ref, config)(0) as chunks:
+        data = b"".join(chunks)
+    try:
+        return Platform.from_json(json.loads(data))
+    except (ValueError, RecursionError):
+        return None
 
 
 def _walk_artifact(source: Source, ref: Reference, manifest: Manifest, out: PlannedReferrer, depth: int = 0) -> None:
