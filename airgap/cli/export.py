@@ -102,6 +102,10 @@ def _exclusions(inventories: tuple[Path, ...], pubkeys: tuple[Path, ...], since:
                            hint="add --exclude-inventory FILE (the inventory that key signed), or drop "
                                 "--inventory-pubkey")
     trusted = [load_public_key(p) for p in pubkeys]
+    for p in inventories:
+        if not trusted and p.with_name(p.name + ".sig").is_file():
+            click.echo(f"note: the inventory {p} is signed, but its signature is not checked: add --inventory-pubkey "
+                       "KEY.pub (the key of the inventory's side) to check it", err=True)
     return exclusions([read_inventory(p, trusted) for p in inventories], [read_since(p) for p in since])
 
 
