@@ -276,12 +276,14 @@ def test_platform_subset_says_which_referrers_of_the_full_index_stay_behind(
         {**arm, "platform": {"os": "linux", "architecture": "arm64"}}]}, "v1")
     sig = artifact(registry, repo, index, NOTARY, b"index-signature", "application/jose+json")
     fallback_index(registry, repo, index["digest"], [sig])
+    counter = artifact(registry, repo, sig, VULN, b'{"countersigned":true}', VULN)  # a referrer of the referrer
+    fallback_index(registry, repo, sig["digest"], [counter])
     sbom = artifact(registry, repo, amd, SPDX, b'{"spdxVersion":"SPDX-2.3"}', SPDX)
     fallback_index(registry, repo, amd["digest"], [sbom])
     out = tmp_path / "bundle"
     r = export(run_airgap, key, out, f"{registry.host}/{repo}:v1", "--platform", "linux/amd64")
     said = " ".join(r.output.split())
-    assert f"1 referrer(s) of the full index {index['digest']} left out ({NOTARY})" in said, r.output
+    assert f"2 referrer(s) of the full index {index['digest']} left out ({NOTARY}, {VULN})" in said, r.output
     doc = json.loads(run_airgap("inspect", str(out), "--json").stdout)
     assert [x["digest"] for x in doc["images"][0]["referrers"]] == [sbom["digest"]]
     # signed, but not the subset: --require-signature says why, not "sign them upstream"

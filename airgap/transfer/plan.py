@@ -150,13 +150,14 @@ def plan_image(source: Source, request: ImageRequest, referrers: ReferrerOptions
     if referrers.enabled:
         image.referrers = plan_referrers(source, ref, [m.digest for m in image.manifests], referrers)
         for digest in cut:
-            left = [r for r in plan_referrers(source, ref, [digest], referrers) if r.subject == digest]
+            left = plan_referrers(source, ref, [digest], referrers)  # and the referrers of those (a signed SBOM)
             if left:
-                image.cut_signed = image.cut_signed or any(r.is_signature for r in left)
+                image.cut_signed = image.cut_signed or any(r.is_signature and r.subject == digest for r in left)
                 kinds = ", ".join(sorted({r.artifact_type or r.root.media_type for r in left}))
                 image.notices.append(
                     f"{ref}: {len(left)} referrer(s) of the full index {digest} left out ({kinds}): they refer to "
-                    "the index that the platform subset replaces; export all platforms to keep them")
+                    "the index that the platform subset replaces (or to such a referrer); take all platforms to "
+                    "keep them")
     return image
 
 
