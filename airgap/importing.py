@@ -17,6 +17,7 @@ from airgap.bundle.files import BundleError
 from airgap.bundle.reader import BundleReader, ChunkMissing
 from airgap.bundle.source import BUNDLE_HOST, BundleSource
 from airgap.errors import AirgapError, InvalidInput, InvalidReference, RegistryError
+from airgap.inputs import counted
 from airgap.journal import ImportJournal, KnownBlobs
 from airgap.locking import exclusive
 from airgap.model.bundle import BundleImage, BundleManifest, BundleReferrer
@@ -214,9 +215,9 @@ def check_relied(registries: Registries, manifest: BundleManifest, target: Targe
         shown = ", ".join(d.short for d in missing[:3]) + (" …" if len(missing) > 3 else "")
         size = sum(r.size for d in missing if (r := manifest.relied(d)) is not None)
         raise DeltaBaseMissing(
-            f"this delta bundle relies on {len(missing)} blobs that {target} does not hold ({shown}; {size} bytes, "
-            f"needed by {', '.join(images[:5])}{' …' if len(images) > 5 else ''}); they were delivered by "
-            f"{'; '.join(bases)}; nothing was pushed")
+            f"this delta bundle relies on {counted(len(missing), 'blob')} that {target} does not hold ({shown}; "
+            f"{size} bytes, needed by {', '.join(images[:5])}{' …' if len(images) > 5 else ''}); they were delivered "
+            f"by {'; '.join(bases)}; nothing was pushed")
     return found
 
 

@@ -110,6 +110,18 @@ def parse_chunk_size(text: str) -> int:
     return size
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``"1 chunk"``, ``"2 chunks"``: ``n`` and the noun in the number that fits."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def percent(part: float, whole: float) -> str:
+    """``part / whole`` in whole percent for people: never "100%" or "0%" unless it is exactly that."""
+    if not whole or part in (0, whole):
+        return f"{part / whole:.0%}" if whole else "0%"
+    return f"{min(99, max(1, round(100 * part / whole)))}%"
+
+
 def format_size(n: int) -> str:
     """``n`` bytes for people, in binary units: ``"512 B"``, ``"1.5 GiB"``, ``"4 GiB"``."""
     sign, n = ("-", -n) if n < 0 else ("", n)

@@ -290,6 +290,12 @@ def test_platform_subset_says_which_referrers_of_the_full_index_stay_behind(
     r = run_airgap("export", f"{registry.host}/{repo}:v1", "--platform", "linux/amd64", "--require-signature",
                    "--dry-run", "-o", str(tmp_path / "x"))
     assert r.returncode == 2 and "its signature covers the full index, which --platform replaces" in r.stderr
+    # an inventory records the referrer tags too, but does not count them as images
+    r = run_airgap("inventory", "--registry", f"{registry.host}/cut", "--output", str(tmp_path / "inv.json"), "--json")
+    assert r.returncode == 0, r.output
+    assert (json.loads(r.stdout)["images"], json.loads(r.stdout)["referrer_tags"]) == (3, 3)  # amd, arm, v1
+    r = run_airgap("inventory", "--registry", f"{registry.host}/cut", "--output", str(tmp_path / "inv.json"))
+    assert ": 3 images (and 3 tags of signatures, SBOMs or referrers) in 1 repository, " in r.stdout, r.output
     assert "sign them upstream" not in r.stderr, r.output
     r = run_airgap("export", f"{registry.host}/{repo}:v1", "--referrer-type", SPDX, "--require-signature",
                    "--dry-run", "-o", str(tmp_path / "x"))

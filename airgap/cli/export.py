@@ -26,7 +26,14 @@ from airgap.export import (
     output_status,
     plan_members,
 )
-from airgap.inputs import DEFAULT_CHUNK_SIZE, MEDIA_PRESETS, format_size, parse_chunk_size, parse_images_file
+from airgap.inputs import (
+    DEFAULT_CHUNK_SIZE,
+    MEDIA_PRESETS,
+    counted,
+    format_size,
+    parse_chunk_size,
+    parse_images_file,
+)
 from airgap.inventory import read_inventory
 from airgap.model.delta import ReliedBlob
 from airgap.model.digest import Digest
@@ -92,7 +99,7 @@ def _media_count(size: int, chunk_size: int) -> str:
     n = max(1, -(-size // chunk_size))
     presets = {v: k for k, v in MEDIA_PRESETS.items()}
     media = f" ({n} {presets[chunk_size]} media)" if chunk_size in presets else ""
-    return f"{n} chunk{'s' if n != 1 else ''}{media}"
+    return f"{counted(n, 'chunk')}{media}"
 
 
 def _exclusions(inventories: tuple[Path, ...], pubkeys: tuple[Path, ...], since: tuple[Path, ...]
@@ -116,7 +123,7 @@ def _parity_plan(total: int, chunk_size: int, spec: ParitySpec | None) -> str:
     n = layout.stripes * layout.parity
     presets = {v: k for k, v in MEDIA_PRESETS.items()}
     media = f" ({n} more {presets[chunk_size]} media)" if chunk_size in presets else ""
-    return f", plus {n} parity chunk{'s' if n != 1 else ''}{media}"
+    return f", plus {counted(n, 'parity chunk')}{media}"
 
 
 @click.command("export")
@@ -210,7 +217,8 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
                     if r.repository == img.repository and r.subject in img.manifests:
                         click.echo(f"  referrer {r.artifact_type or r.media_type}  {r.digest}"
                                    + (f"  ({r.tag})" if r.tag else ""))
-            click.echo(f"{len(images)} images, {len(entries) - 2} unique blobs, {format_size(before)} before dedup, "
+            click.echo(f"{counted(len(images), 'image')}, {counted(len(entries) - 2, 'unique blob')}, "
+                       f"{format_size(before)} before dedup, "
                        f"{format_size(blobs)} after; at most {_media_count(total, size)} of {format_size(size)}"
                        + _parity_plan(total, size, parity_spec)
                        + (f"; a delta: {len(relied)} blobs ({format_size(sum(r.size for r in relied.values()))}) "
@@ -251,11 +259,13 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
     unpacked = m.unpacked_size
     ratio = m.stream_size / unpacked if unpacked else 1.0
     resumed = f", {format_size(result.resumed_bytes)} kept from the interrupted run" if result.resumed_bytes else ""
-    click.echo(f"bundle {m.bundle_id} in {output}: {len(m.images)} images, {len(m.blobs)} unique blobs, "
+    click.echo(f"bundle {m.bundle_id} in {output}: {counted(len(m.images), 'image')}, "
+               f"{counted(len(m.blobs), 'unique blob')}, "
                f"{format_size(result.bytes_before_dedup)} before dedup, {format_size(unpacked)} after, "
                f"{format_size(m.stream_size)} compressed ({ratio:.0%}), {_media_count(m.stream_size, size)}{resumed}"
-               + (f", {len(m.parity.chunks)} parity chunks ({format_size(m.parity.size)}: up to "
-                  f"{m.parity.layout.parity} missing chunks per stripe of {m.parity.layout.data} can be rebuilt)"
+               + (f", {counted(len(m.parity.chunks), 'parity chunk')} ({format_size(m.parity.size)}: up to "
+                  f"{counted(m.parity.layout.parity, 'missing chunk')} per stripe of {m.parity.layout.data} can be "
+                  "rebuilt)"
                   if m.parity else "") + f"; signed by {m.key_id}")
     if options.exclude is not None:
         click.echo(delta_summary(m) if m.is_delta else "a delta was asked for, but the target holds none of these "

@@ -17,8 +17,9 @@ from airgap.cli.options import (
     registry_options,
 )
 from airgap.importing import Target
-from airgap.inputs import format_size
+from airgap.inputs import counted, format_size
 from airgap.inventory import take_inventory, write_inventory
+from airgap.model.manifest import is_referrer_tag
 from airgap.signing import load_private_key, read_passphrase
 
 
@@ -60,11 +61,17 @@ def inventory_cmd(obj: dict[str, bool], registry: str, output: Path, repos: tupl
         click.echo(f"airgap: note: {text}", err=True)
     size = sum(b.size for b in inv.blobs)
     repositories = len({i.repository for i in inv.images})
+    # the tags of signatures, SBOMs and referrer indexes are recorded too (their blobs count), but are no images
+    images = sum(1 for i in inv.images if not (i.tag and is_referrer_tag(i.tag)))
+    others = len(inv.images) - images
     if as_json:
         click.echo(json.dumps({"inventory_id": inv.inventory_id, "registry": inv.where, "output": str(output),
-                               "signed": key is not None, "repositories": repositories, "images": len(inv.images),
-                               "blobs": len(inv.blobs), "blob_bytes": size, "notices": result.notices}, indent=2))
+                               "signed": key is not None, "repositories": repositories, "images": images,
+                               "referrer_tags": others, "blobs": len(inv.blobs), "blob_bytes": size,
+                               "notices": result.notices}, indent=2))
     elif not obj["quiet"]:
-        click.echo(f"inventory {inv.inventory_id} of {inv.where}: {len(inv.images)} images in {repositories} "
-                   f"repositories, {len(inv.blobs)} blobs ({format_size(size)})"
+        click.echo(f"inventory {inv.inventory_id} of {inv.where}: {counted(images, 'image')}"
+                   + (f" (and {counted(others, 'tag')} of signatures, SBOMs or referrers)" if others else "")
+                   + f" in {counted(repositories, 'repository', 'repositories')}, {counted(len(inv.blobs), 'blob')} "
+                   f"({format_size(size)})"
                    + (f", signed by {key.public.key_id}" if key else "") + f" -> {output}")

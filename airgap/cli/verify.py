@@ -13,7 +13,7 @@ import click
 
 from airgap.bundle.files import BundleError, no_manifest
 from airgap.bundle.reader import read_signed_manifest
-from airgap.inputs import format_size
+from airgap.inputs import counted, format_size, percent
 from airgap.model.bundle import BundleManifest
 from airgap.signing import load_public_key
 from airgap.verify import VerifyResult, verify_bundle
@@ -95,8 +95,8 @@ def delta_summary(m: BundleManifest) -> str:
     relied = sum(r.size for r in m.relies_on)
     whole = relied + m.unpacked_size
     bases = ", ".join(b.describe() for b in m.bases)
-    return (f"delta: relies on {len(m.relies_on)} blobs ({format_size(relied)}, {relied / whole:.0%} of the images' "
-            f"content) that the target must already hold, from {bases}")
+    return (f"delta: relies on {counted(len(m.relies_on), 'blob')} ({format_size(relied)}, {percent(relied, whole)} of "
+            f"the images' content) that the target must already hold, from {bases}")
 
 
 def inspect_json(m: BundleManifest, signer: str | None) -> dict[str, Any]:
@@ -154,14 +154,14 @@ def inspect_cmd(directory: Path, as_json: bool, pubkeys: tuple[Path, ...]) -> No
     click.echo(f"signed by {signer} (signature checked)" if signer else
                f"says it is signed by {m.key_id} (signature not checked: pass --pubkey, or run verify)")
     before = sum(img["size"] for img in doc["images"])
-    click.echo(f"{len(m.images)} images, {len(m.blobs)} unique blobs: {format_size(before)} in images, "
-               f"{format_size(m.unpacked_size)} after dedup, {format_size(m.stream_size)} compressed "
-               f"({doc['compression_ratio']:.0%}); {len(m.chunks)} chunks of {format_size(m.chunk_size)}")
+    click.echo(f"{counted(len(m.images), 'image')}, {counted(len(m.blobs), 'unique blob')}: {format_size(before)} in "
+               f"images, {format_size(m.unpacked_size)} after dedup, {format_size(m.stream_size)} compressed "
+               f"({doc['compression_ratio']:.0%}); {counted(len(m.chunks), 'chunk')} of {format_size(m.chunk_size)}")
     if m.parity is not None:
         p = m.parity.layout
-        click.echo(f"parity: {len(m.parity.chunks)} chunks ({format_size(m.parity.size)}), {p.parity} for each of "
-                   f"{p.stripes} stripe{'s' if p.stripes != 1 else ''} of up to {p.data} data chunks: any {p.parity} "
-                   "missing or damaged chunks of a stripe can be rebuilt")
+        click.echo(f"parity: {counted(len(m.parity.chunks), 'chunk')} ({format_size(m.parity.size)}), {p.parity} for "
+                   f"each of {counted(p.stripes, 'stripe')} of up to {counted(p.data, 'data chunk')}: any {p.parity} "
+                   f"missing or damaged {'chunk' if p.parity == 1 else 'chunks'} of a stripe can be rebuilt")
     if m.is_delta:
         click.echo(delta_summary(m))
     for img in doc["images"]:

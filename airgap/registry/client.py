@@ -169,8 +169,8 @@ class RegistryClient:
         except NotFound:
             return None
         if index.media_type != OCI_INDEX:
-            raise RegistryError(f"{self.host}/{repository}:{tag} is a {index.media_type}, not the OCI index of "
-                                f"the referrers of {digest}", registry=self.host,
+            raise RegistryError(f"{self.host}/{repository}:{tag} has media type {index.media_type}, not the OCI "
+                                f"index of the referrers of {digest}", registry=self.host,
                                 hint="that tag is reserved for the referrers tag schema; remove or rename it")
         return index
 

@@ -392,3 +392,12 @@ def test_pyyaml_is_loaded_only_for_a_yaml_file(tmp_path: Path) -> None:
             "assert parse_images_file(d / 'list.yaml')[0].ref == 'registry.local/app:1.0'\n"
             "assert 'yaml' in sys.modules\n")
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+
+
+def test_counted_and_percent_read_as_people_write_them() -> None:
+    from airgap.inputs import counted, percent
+
+    assert [counted(n, "chunk") for n in (0, 1, 2)] == ["0 chunks", "1 chunk", "2 chunks"]
+    assert counted(1, "missing chunk") == "1 missing chunk" and counted(3, "index", "indexes") == "3 indexes"
+    assert [percent(p, 1000) for p in (0, 1, 4, 500, 996, 1000)] == ["0%", "1%", "1%", "50%", "99%", "100%"]
+    assert percent(0, 0) == "0%"
