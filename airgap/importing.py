@@ -167,14 +167,15 @@ class DeltaBaseMissing(AirgapError):
 
 
 def check_relied(registries: Registries, manifest: BundleManifest, target: Target, mapped: list[Mapped],
-                 jobs: int = 6) -> dict[Digest, list[str]]:
+                 jobs: int = 6, known: KnownBlobs | None = None) -> dict[Digest, list[str]]:
     """A delta bundle: check (HEAD) that every blob it relies on for the chosen images is in the target, in the
     image's repository or in another one to mount it from. Returns each relied-on digest's holders; raises
     :class:`DeltaBaseMissing` before anything is pushed when some are nowhere.
 
     A bundle base's hints are repositories without their registry: imported with ``--keep-source-host``, the
     base's images landed below their registry's path component, which the hint lacks; then each of this bundle's
-    registries is tried (a delta comes from the sources of its base), and the hint as it is."""
+    registries is tried (a delta comes from the sources of its base), and the hint as it is. Last, ``known``: the
+    repository an earlier import (of any bundle, same state directory) put the blob in."""
     if not manifest.is_delta:
         return {}
     need: dict[Digest, list[str]] = {}
@@ -204,6 +205,9 @@ def check_relied(registries: Registries, manifest: BundleManifest, target: Targe
                 repo = path if inventory or not target.prefix else f"{target.prefix}/{path}"
                 if repo not in need[digest] and client.has_blob(repo, digest):
                     return [repo]
+        earlier = known.get(str(digest)) if known is not None else None
+        if earlier is not None and earlier not in need[digest] and client.has_blob(earlier, digest):
+            return [earlier]
         return []
 
     with worker_pool(jobs, "airgap-check") as pool:
@@ -271,7 +275,7 @@ def _import_bundle(registries: Registries, reader: BundleReader, target: Target,
         result.seconds = time.monotonic() - t0
         return result
     check_chunks_present(reader, mapped, repairer)
-    holders = check_relied(registries, reader.manifest, target, mapped, jobs)
+    holders = check_relied(registries, reader.manifest, target, mapped, jobs, known)
     journal.started()
     planned: list[PlannedImage] = []
     unplanned: list[FailedImage] = []

@@ -334,3 +334,28 @@ def test_inventory_where_the_catalog_is_not_allowed(token_registry: RegistryServ
                    "--repo", "team/app", env=env)
     assert r.returncode == 0, r.output
     assert json.loads(out.read_bytes())["images"] == []
+
+
+def test_a_delta_finds_what_it_relies_on_where_an_earlier_import_put_it(
+        registry: RegistryServer, registry2: RegistryServer, key: Path, tmp_path: Path, run_airgap: RunAirgap) -> None:
+    """The base went to one prefix, the delta goes to another: the relied-on blobs are in the target registry,
+    under the base's prefix, which the state directory's record of earlier imports names (they are mounted)."""
+    push_image(registry, "team/app", "v1", [BASE, APP1])
+    full, delta = tmp_path / "v1", tmp_path / "delta"
+    export(run_airgap, key, full, [f"{registry.host}/team/app:v1"])
+    r = do_import(run_airgap, full, key, f"{registry2.host}/a", tmp_path / "state")
+    assert r.returncode == 0, r.output
+    new = push_image(registry, "team/new", "v1", [BASE, NEW])
+    export(run_airgap, key, delta, [f"{registry.host}/team/new:v1"], "--since", str(full))
+    assert digest_of(BASE) not in stored(delta)
+    # without that record (another state directory) the delta cannot know: refused before any push
+    r = do_import(run_airgap, delta, key, f"{registry2.host}/b", tmp_path / "other-state")
+    assert r.returncode == 8 and "relies on 1 blob " in r.stderr, r.output
+    r = run_airgap("import", str(delta), "--to", f"{registry2.host}/b", "--pubkey", f"{key}.pub", "--state-dir",
+                   str(tmp_path / "state"), "--dry-run")
+    assert r.returncode == 0 and "holds every blob this delta relies on" in r.stdout, r.output
+    r = run_airgap("import", str(delta), "--to", f"{registry2.host}/b", "--pubkey", f"{key}.pub", "--state-dir",
+                   str(tmp_path / "state"), "--json")
+    assert r.returncode == 0, r.output
+    assert json.loads(r.stdout)["blobs"]["mounted"] == 1, r.stdout
+    assert skopeo_digest(f"{registry2.host}/b/team/new:v1") == new
