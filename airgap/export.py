@@ -219,16 +219,17 @@ def plan_members(sources: Sources, requests: list[ImageRequest], progress: Progr
 def _add_members(blobs: Sequence[Descriptor], manifests: Sequence[Manifest], entries: list[_Entry], seen: set[str],
                  source: str, exclude: Exclusions | None = None, relied: dict[Digest, ReliedBlob] | None = None) -> int:
     """Append the blobs (streamed from ``source``) and manifests (held) not yet in the stream; return the bytes
-    they take before dedup. Blobs that ``exclude`` lists go to ``relied`` instead (configs always travel)."""
+    they take before dedup. Blobs that ``exclude`` lists go to ``relied`` instead (configs always travel), and
+    do not count: the bundle does not carry them (``inspect`` says "in images" of the same sum)."""
     before = 0
     configs = {m.config.digest for m in manifests if m.config is not None}
     for blob in blobs:
-        before += blob.size
         if exclude is not None and relied is not None and blob.digest not in configs and str(blob.digest) not in seen:
             hit = exclude.relied(blob)
             if hit is not None:
                 relied.setdefault(blob.digest, hit)
                 continue
+        before += blob.size
         if str(blob.digest) not in seen:
             seen.add(str(blob.digest))
             entries.append(_Entry(blob_path(blob.digest.hex), blob.size, blob.media_type, str(blob.digest),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,10 @@ def key(tmp_path: Path, run_airgap: RunAirgap) -> Path:
     return path
 
 
-def export(run_airgap: RunAirgap, key: Path, out: Path, refs: list[str], *extra: str) -> None:
+def export(run_airgap: RunAirgap, key: Path, out: Path, refs: list[str], *extra: str) -> Any:
     r = run_airgap("export", *refs, "--output", str(out), "--key", str(key), "--chunk-size", "1MiB", *extra)
     assert r.returncode == 0, r.output
+    return r
 
 
 def do_import(run_airgap: RunAirgap, bundle: Path, key: Path, to: str, state: Path) -> Any:
@@ -346,8 +348,11 @@ def test_a_delta_finds_what_it_relies_on_where_an_earlier_import_put_it(
     r = do_import(run_airgap, full, key, f"{registry2.host}/a", tmp_path / "state")
     assert r.returncode == 0, r.output
     new = push_image(registry, "team/new", "v1", [BASE, NEW])
-    export(run_airgap, key, delta, [f"{registry.host}/team/new:v1"], "--since", str(full))
+    r = export(run_airgap, key, delta, [f"{registry.host}/team/new:v1"], "--since", str(full))
     assert digest_of(BASE) not in stored(delta)
+    # what the delta carries, "before dedup" as inspect counts it "in images": not the base it relies on
+    carried = re.search(r"([0-9.]+ [KMG]?i?B) before dedup", r.stdout)
+    assert carried and f"{carried.group(1)} in images" in run_airgap("inspect", str(delta)).stdout, r.output
     # without that record (another state directory) the delta cannot know: refused before any push
     r = do_import(run_airgap, delta, key, f"{registry2.host}/b", tmp_path / "other-state")
     assert r.returncode == 8 and "relies on 1 blob " in r.stderr, r.output
