@@ -119,12 +119,12 @@ class KnownBlobs:
     path: Path
     where: dict[str, str] = field(default_factory=dict)  # digest -> repository
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _made: bool = field(default=False, repr=False)  # its directory exists
 
     @classmethod
     def open(cls, state_dir: Path, host: str) -> KnownBlobs:
-        directory = state_dir / "imports"
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        known = cls(directory / f"blobs-{hashlib.sha256(host.encode()).hexdigest()[:16]}.txt")
+        """The record for ``host`` (read only: the file and its directory are made by the first :meth:`add`)."""
+        known = cls(state_dir / "imports" / f"blobs-{hashlib.sha256(host.encode()).hexdigest()[:16]}.txt")
         try:
             text = known.path.read_bytes().decode("utf-8", "replace")
         except OSError:
@@ -147,6 +147,9 @@ class KnownBlobs:
             if self.where.get(digest) == repository:
                 return
             self.where[digest] = repository
+            if not self._made:
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self._made = True
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:  # no fsync: a line lost in a crash costs one upload that a mount could have saved
             os.write(fd, f"{digest} {repository}\n".encode())

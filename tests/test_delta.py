@@ -318,7 +318,7 @@ def test_ctrl_c_on_inventory_leaves_no_file_and_does_not_speak_of_resuming(
 def test_inventory_where_the_catalog_is_not_allowed(token_registry: RegistryServer, tmp_path: Path,
                                                     run_airgap: RunAirgap) -> None:
     """A token that never grants registry:catalog:*: one line that says to name the repositories with --repo;
-    with --repo the inventory is taken (an unknown repository is simply empty)."""
+    with --repo the inventory is taken (an unknown repository is refused: a typo, most likely)."""
     server = token_registry.token_server
     assert server is not None
     server.policy = lambda user, kind, name, actions, srv: [] if kind == "registry" else list(actions)
@@ -334,8 +334,8 @@ def test_inventory_where_the_catalog_is_not_allowed(token_registry: RegistryServ
     assert not out.exists()
     r = run_airgap("inventory", "--registry", token_registry.host, "--username", "alice", "--output", str(out),
                    "--repo", "team/app", env=env)
-    assert r.returncode == 0, r.output
-    assert json.loads(out.read_bytes())["images"] == []
+    assert r.returncode == 5 and "no repository team/app with tagged images" in r.stderr, r.output
+    assert not out.exists()
 
 
 def test_a_delta_finds_what_it_relies_on_where_an_earlier_import_put_it(
@@ -359,6 +359,9 @@ def test_a_delta_finds_what_it_relies_on_where_an_earlier_import_put_it(
     r = run_airgap("import", str(delta), "--to", f"{registry2.host}/b", "--pubkey", f"{key}.pub", "--state-dir",
                    str(tmp_path / "state"), "--dry-run")
     assert r.returncode == 0 and "holds every blob this delta relies on" in r.stdout, r.output
+    r = run_airgap("import", str(delta), "--to", f"{registry2.host}/b", "--pubkey", f"{key}.pub", "--state-dir",
+                   str(tmp_path / "new-state"), "--dry-run")  # a dry run writes nothing, in the state directory too
+    assert r.returncode == 8 and not (tmp_path / "new-state").exists(), r.output
     r = run_airgap("import", str(delta), "--to", f"{registry2.host}/b", "--pubkey", f"{key}.pub", "--state-dir",
                    str(tmp_path / "state"), "--json")
     assert r.returncode == 0, r.output

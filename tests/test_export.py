@@ -371,7 +371,7 @@ def test_dry_run_writes_nothing(demo_registry: RegistryServer, tmp_path: Path, r
     r = run_airgap("export", f"{demo_registry.host}/demo/large:1.0", "--output", str(out), "--dry-run",
                    "--chunk-size", "dvd")
     assert r.returncode == 0, r.output
-    assert "1 images" in r.stdout and "(1 dvd media)" in r.stdout
+    assert "1 image," in r.stdout and "(1 dvd media)" in r.stdout
     assert not out.exists()
 
 
