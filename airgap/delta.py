@@ -13,7 +13,7 @@ from pathlib import Path
 
 from airgap.errors import AirgapError, InvalidInput
 from airgap.model.bundle import MAX_MANIFEST_BYTES, BundleManifest
-from airgap.model.delta import Base, Inventory, ReliedBlob
+from airgap.model.delta import MAX_HINTS, Base, Inventory, ReliedBlob
 from airgap.model.digest import Digest
 from airgap.model.manifest import Descriptor
 
@@ -37,7 +37,7 @@ class Exclusions:
         """Every blob the inventory lists; hints are repository paths on its registry (prefix included)."""
         n = self._base(inv.base())
         for b in inv.blobs:
-            hints = tuple(f"{inv.prefix}/{r}" if inv.prefix else r for r in b.repositories)
+            hints = tuple(f"{inv.prefix}/{r}" if inv.prefix else r for r in b.repositories[:MAX_HINTS])
             self.blobs.setdefault(b.digest, (n, hints))
 
     def add_bundle(self, manifest: BundleManifest) -> None:
@@ -50,7 +50,7 @@ class Exclusions:
                 if img.repository not in repos:
                     repos.append(img.repository)
         for blob in manifest.blobs:
-            self.blobs.setdefault(blob.digest, (n, tuple(where.get(blob.digest, ()))))
+            self.blobs.setdefault(blob.digest, (n, tuple(where.get(blob.digest, ())[:MAX_HINTS])))
         for r in manifest.relies_on:
             base = self._base(manifest.bases[r.base])
             self.blobs.setdefault(r.digest, (base, r.repositories))

@@ -21,6 +21,7 @@ INVENTORY_FORMAT = "airgap-inventory"
 INVENTORY_VERSION = 1
 MAX_INVENTORY_BYTES = 256 * 1024 * 1024
 MAX_BASES = 1000
+MAX_HINTS = 1000  # relies_on[].repositories: hints, so a writer keeps the first ones (a base layer in every repo)
 MAX_ITEMS = 2_000_000
 MAX_SIZE = 1 << 50
 BASE_KINDS = ("bundle", "inventory")
@@ -120,8 +121,8 @@ def parse_delta(o: dict[str, Any], stored: set[Digest], error: type[InvalidInput
         if not isinstance(mt, str) or len(mt) > 255:
             raise error(f"{where}.media_type is malformed")
         repos = r.get("repositories", [])
-        if not isinstance(repos, list) or len(repos) > 1000:
-            raise error(f"{where}.repositories is not a list")
+        if not isinstance(repos, list) or len(repos) > MAX_HINTS:
+            raise error(f"{where}.repositories is not a list of at most {MAX_HINTS} repositories")
         relied.append(ReliedBlob(digest, size, mt, base, tuple(check_repository(x, where, error) for x in repos)))
     return tuple(bases), tuple(relied)
 

@@ -145,3 +145,31 @@ def test_oversized_inventory_file_is_refused_by_its_size(tmp_path: Path) -> None
         f.truncate(257 * 1024 * 1024)
     with pytest.raises(InventoryError, match="larger than 256 MiB"):
         read_inventory(path)
+
+
+def test_a_base_layer_in_thousands_of_repositories_gives_a_delta_the_reader_accepts() -> None:
+    """Hints are capped where they are written (an export of a registry with 3,000 repositories failed on its
+    own manifest: the reader takes at most MAX_HINTS per blob)."""
+    from airgap.delta import Exclusions
+    from airgap.model.bundle import BundleImage, BundleManifest, Span, StoredBlob
+    from airgap.model.delta import MAX_HINTS
+    from airgap.model.manifest import Descriptor
+
+    base = Digest.of(b"base layer")
+    repos = tuple(f"team/app{n:04d}" for n in range(MAX_HINTS + 500))
+    inv = Inventory("i-big", "2026-11-28T10:00:00Z", "airgap test", "127.0.0.1:5000", "",
+                    (), (InventoryBlob(base, 7, repos),), ())
+    bundle = BundleManifest(
+        "b-big", "2026-02-01T00:00:00Z", "airgap", "k", 1 << 20, 1 << 20, 0, (), (),
+        (StoredBlob(base, 7, "x", Span(0, (7,))),),
+        tuple(BundleImage("reg", r, "v1", D1, "m", blobs=(base,)) for r in repos))
+    for add in (lambda ex: ex.add_inventory(inv), lambda ex: ex.add_bundle(bundle)):
+        ex = Exclusions()
+        add(ex)
+        assert list(ex.blobs) == [base]
+        for digest in ex.blobs:
+            hit = ex.relied(Descriptor("application/vnd.oci.image.layer.v1.tar", digest, 7))
+            assert hit is not None and len(hit.repositories) == MAX_HINTS
+            assert hit.repositories == hit.repositories[:1] + tuple(sorted(hit.repositories[1:]))  # the first ones
+            back = parse_delta(delta([GOOD_BASE], [{**hit.to_json(), "base": 0}]), set(), InvalidInput)[1]
+            assert back[0].repositories == hit.repositories
