@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -66,9 +67,21 @@ def test_blobs_already_in_target_are_skipped(bundle: Path, key: Path, demo_regis
                                              registry2: RegistryServer, tmp_path: Path, run_airgap: RunAirgap) -> None:
     # the target already holds the large image under the same name
     assert run_airgap("copy", f"{demo_registry.host}/demo/large:1.0", f"{registry2.host}/demo/large").returncode == 0
+    link = registry2.storage / "docker/registry/v2/repositories/demo/large/_manifests/tags/1.0/current/link"
+    os.utime(link, (1_000_000_000, 1_000_000_000))
     r = do_import(run_airgap, bundle, key, registry2.host, tmp_path, "--json")
     assert r.returncode == 0, r.output
-    assert json.loads(r.stdout)["blobs"]["skipped"] >= 2
+    doc = json.loads(r.stdout)
+    assert doc["blobs"]["skipped"] >= 2
+    # its tag named it already: not pushed again (the registry rewrites the tag's link on every PUT)
+    assert {i["target"] for i in doc["images"] if i["unchanged"]} == {f"{registry2.host}/demo/large:1.0"}
+    assert link.stat().st_mtime == 1_000_000_000
+    # the same bundle again with another state directory (no journal to say it is done): every tag unchanged
+    r = run_airgap("import", str(bundle), "--to", registry2.host, "--pubkey", f"{key}.pub", "--state-dir",
+                   str(tmp_path / "other-state"))
+    assert r.returncode == 0, r.output
+    assert f"{len(DEMO_IMAGE_NAMES)} images in {registry2.host} ({len(DEMO_IMAGE_NAMES)} of them unchanged" in r.stdout
+    assert f"unchanged {registry2.host}/demo/large:1.0@" in r.stdout
 
 
 def test_partial_import_reads_only_its_chunks(bundle: Path, key: Path, registry2: RegistryServer, tmp_path: Path,

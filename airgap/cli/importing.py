@@ -24,7 +24,7 @@ from airgap.cli.options import (
 from airgap.cli.progress import ProgressBar
 from airgap.errors import AirgapError, InvalidInput
 from airgap.importing import ImportResult, Target, check_relied, digest_ref, import_bundle, map_images
-from airgap.inputs import format_size
+from airgap.inputs import counted, format_size
 from airgap.journal import ImportJournal, KnownBlobs
 from airgap.model.bundle import BundleManifest
 from airgap.repair import Repairer
@@ -49,6 +49,7 @@ def result_json(result: ImportResult) -> dict[str, Any]:
                     "target_by_digest": digest_ref(m), "media_type": m.image.media_type,
                     "platforms": list(m.image.platforms),
                     "status": "failed" if str(m.target) in failed else "ok",
+                    "unchanged": t is not None and str(m.target) in t.unchanged,
                     **({"error": failed[str(m.target)]} if str(m.target) in failed else {})}
                    for m in result.images],
         "blobs": {"uploaded": t.uploaded if t else 0, "mounted": t.mounted if t else 0,
@@ -193,12 +194,14 @@ def _summary(result: ImportResult, doc: dict[str, Any]) -> None:
                    f"still there (checked in {result.seconds:.1f}s); nothing to do")
         return
     for img in doc["images"]:
-        mark = "imported" if img["status"] == "ok" else "FAILED  "
+        mark = "FAILED   " if img["status"] != "ok" else "unchanged" if img["unchanged"] else "imported "
         click.echo(f"{mark} {img['target']}@{img['digest']}")
     if result.repaired:
         click.echo(f"rebuilt from parity: {', '.join(result.repaired)}")
     b = doc["blobs"]
-    click.echo(f"{sum(i['status'] == 'ok' for i in doc['images'])} images in {result.target}; blobs: "
+    unchanged = sum(i["status"] == "ok" and i["unchanged"] for i in doc["images"])
+    click.echo(f"{counted(sum(i['status'] == 'ok' for i in doc['images']), 'image')} in {result.target}"
+               + (f" ({unchanged} of them unchanged: the tag named it already)" if unchanged else "") + "; blobs: "
                f"{b['uploaded']} uploaded ({format_size(doc['bytes_uploaded'])}), {b['mounted']} mounted, "
                f"{b['skipped']} already present; {result.seconds:.1f}s")
     if result.referrers:

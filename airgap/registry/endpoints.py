@@ -85,6 +85,10 @@ class RegistrySink:
     def push_manifest(self, target: Reference, manifest: Manifest, tag: str | None) -> None:
         self.registries.client(target.host).put_manifest(target.repository, manifest, tag)
 
+    def tagged(self, target: Reference, tag: str) -> Digest | None:
+        """What ``tag`` names in the target repository; None when nothing (or a 500: a push mends that)."""
+        return self.registries.client(target.host).head_manifest(target.repository, tag, mend=True)
+
 
 def index_referrers(registries: Registries, by_subject: dict[tuple[str, str, Digest], list[Manifest]]) -> int:
     """List pushed referrers (found by their ``subject``) where a reader will look for them: a registry with

@@ -52,6 +52,7 @@ class TransferResult:
     bytes_uploaded: int = 0
     notices: list[str] = field(default_factory=list)
     failed: list[FailedImage] = field(default_factory=list)
+    unchanged: set[str] = field(default_factory=set)  # targets whose tag already named the image: not pushed again
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ def transfer(source: Source, sink: Sink, requests: list[ImageRequest], *, jobs: 
     total = sum(entries[0][1].size for entries in groups.values())
     progress(Planned(images=len(images), blobs=len(groups), total_bytes=total))
     lock = threading.Lock()
+    # target repositories that lacked a blob: their tags cannot name these images yet (no HEAD before their PUT)
+    lacked: set[tuple[str, str]] = set()
 
     def move_group(entries: list[tuple[PlannedImage, Descriptor]]) -> None:
         done_repos: list[str] = []
@@ -133,6 +136,8 @@ def transfer(source: Source, sink: Sink, requests: list[ImageRequest], *, jobs: 
             outcome = sink.push_blob(target, blob, opener, tuple(mount_from))
             done_repos.append(target.repository)
             with lock:
+                if outcome != "skipped":
+                    lacked.add((target.host, target.repository))
                 if outcome == "uploaded":
                     result.uploaded += 1
                     result.bytes_uploaded += sent[0]
@@ -203,7 +208,7 @@ def transfer(source: Source, sink: Sink, requests: list[ImageRequest], *, jobs: 
         key = (str(_target_ref(image)), image.root.digest)
         if key not in tags:  # the tags of one manifest go one after another: each PUT writes its links again
             same: list[PlannedImage] = []
-            tags[key] = (partial(_push_tags, sink, same), same)
+            tags[key] = (partial(_push_tags, sink, same, lacked, result.unchanged), same)
         tags[key][1].append(image)
     in_waves(tags)
     for image in images:
@@ -228,9 +233,19 @@ def _push_by_digest(sink: Sink, target: Reference, manifest: Manifest) -> None:
         sink.push_manifest(target, manifest, None)
 
 
-def _push_tags(sink: Sink, images: list[PlannedImage]) -> None:
+def _push_tags(sink: Sink, images: list[PlannedImage], lacked: set[tuple[str, str]], unchanged: set[str]) -> None:
+    """Put each image's root under its tag, unless the tag names it already: a registry restored every night
+    from a bundle of thousands of tags gets a PUT only for the tags that moved. That takes a HEAD, asked only
+    where the repository had every blob of the run already (a fresh restore asks none)."""
+    tagged: Callable[[Reference, str], Digest | None] | None = getattr(sink, "tagged", None)
     for image in images:
-        sink.push_manifest(_target_ref(image), image.root, image.request.target.tag)
+        target, tag = _target_ref(image), image.request.target.tag
+        assert tag is not None
+        if (tagged is not None and (target.host, target.repository) not in lacked
+                and tagged(target, tag) == image.root.digest):
+            unchanged.add(str(image.request.target))
+            continue
+        sink.push_manifest(target, image.root, tag)
 
 
 def _run_all(jobs: int, tasks: list[object], keep_going: bool = False, *, heavy: frozenset[int] = frozenset(),
