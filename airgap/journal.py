@@ -7,6 +7,7 @@ with HEAD requests before it is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airgap import atomic
 from airgap.errors import InvalidInput
 from airgap.model.delta import check_repository
 
@@ -129,13 +131,18 @@ class KnownBlobs:
             text = known.path.read_bytes().decode("utf-8", "replace")
         except OSError:
             return known
-        for line in text.splitlines():  # "<digest> <repository>"; a torn or odd line is skipped
+        lines = text.splitlines()
+        for line in lines:  # "<digest> <repository>"; a torn or odd line is skipped
             digest, _, repo = line.partition(" ")
             try:
                 if _DIGEST.fullmatch(digest):
                     known.where[digest] = check_repository(repo, "known blobs")
             except InvalidInput:
                 continue
+        if len(lines) > 2 * len(known.where) + 1000:  # each import appends where blobs went: keep the latest
+            with contextlib.suppress(OSError):  # a hint file: a larger one costs only the time to read it
+                atomic.write_atomic(known.path, "".join(f"{d} {r}\n" for d, r in known.where.items()).encode(),
+                                    mode=0o600)
         return known
 
     def get(self, digest: str) -> str | None:

@@ -22,3 +22,17 @@ def test_the_latest_repository_per_blob_survives_a_reopen_and_damage_is_skipped(
     again = KnownBlobs.open(tmp_path, "registry.internal:5000")
     assert again.where == {D1: "mirror/team/web", D2: "mirror/team/app", D3: "half-writ"}
     assert KnownBlobs.open(tmp_path, "other:5000").where == {}  # per registry
+
+
+def test_the_file_is_compacted_when_it_holds_far_more_lines_than_blobs(tmp_path: Path) -> None:
+    """Every import appends where blobs went (a base layer in a thousand repositories, every night): on open, a
+    file with many superseded lines is rewritten with the latest one per blob."""
+    known = KnownBlobs.open(tmp_path, "registry.internal:5000")
+    for n in range(1200):
+        known.add(D1 if n % 2 else D2, f"mirror/app{n}")
+    assert len(known.path.read_text().splitlines()) == 1200
+    again = KnownBlobs.open(tmp_path, "registry.internal:5000")
+    assert again.where == {D1: "mirror/app1199", D2: "mirror/app1198"}
+    assert sorted(again.path.read_text().splitlines()) == [f"{D1} mirror/app1199", f"{D2} mirror/app1198"]
+    assert stat.S_IMODE(again.path.stat().st_mode) == 0o600
+    assert KnownBlobs.open(tmp_path, "registry.internal:5000").where == again.where
