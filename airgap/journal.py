@@ -124,8 +124,9 @@ class KnownBlobs:
     _made: bool = field(default=False, repr=False)  # its directory exists
 
     @classmethod
-    def open(cls, state_dir: Path, host: str) -> KnownBlobs:
-        """The record for ``host`` (read only: the file and its directory are made by the first :meth:`add`)."""
+    def open(cls, state_dir: Path, host: str, *, compact: bool = True) -> KnownBlobs:
+        """The record for ``host`` (the file and its directory are made by the first :meth:`add`). ``compact``:
+        rewrite a file of mostly superseded lines (not in a dry run, which writes nothing)."""
         known = cls(state_dir / "imports" / f"blobs-{hashlib.sha256(host.encode()).hexdigest()[:16]}.txt")
         try:
             text = known.path.read_bytes().decode("utf-8", "replace")
@@ -139,7 +140,7 @@ class KnownBlobs:
                     known.where[digest] = check_repository(repo, "known blobs")
             except InvalidInput:
                 continue
-        if len(lines) > 2 * len(known.where) + 1000:  # each import appends where blobs went: keep the latest
+        if compact and len(lines) > 2 * len(known.where) + 1000:  # each import appends: keep the latest
             with contextlib.suppress(OSError):  # a hint file: a larger one costs only the time to read it
                 atomic.write_atomic(known.path, "".join(f"{d} {r}\n" for d, r in known.where.items()).encode(),
                                     mode=0o600)

@@ -131,7 +131,8 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
         if dry_run:
             def check_base() -> None:  # what the import checks first: the target holds what a delta relies on
                 with make_registries(insecure, ca_certs, jobs, retries, keychain, upload_chunk_size) as registries:
-                    check_relied(registries, manifest, target, mapped, jobs, KnownBlobs.open(state, target.host))
+                    check_relied(registries, manifest, target, mapped, jobs,
+                                 KnownBlobs.open(state, target.host, compact=False))
 
             if as_json and manifest.is_delta:  # one document on stdout: a refusal prints only its own
                 check_base()

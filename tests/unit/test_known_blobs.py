@@ -36,3 +36,10 @@ def test_the_file_is_compacted_when_it_holds_far_more_lines_than_blobs(tmp_path:
     assert sorted(again.path.read_text().splitlines()) == [f"{D1} mirror/app1199", f"{D2} mirror/app1198"]
     assert stat.S_IMODE(again.path.stat().st_mode) == 0o600
     assert KnownBlobs.open(tmp_path, "registry.internal:5000").where == again.where
+    # a dry run reads it without rewriting it
+    for n in range(1200):
+        again.add(D1 if n % 2 else D2, f"mirror/web{n}")
+    size = again.path.stat().st_size
+    assert KnownBlobs.open(tmp_path, "registry.internal:5000", compact=False).where == {
+        D1: "mirror/web1199", D2: "mirror/web1198"}
+    assert again.path.stat().st_size == size
