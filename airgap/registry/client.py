@@ -65,6 +65,7 @@ class RegistryClient:
         self.host = session.host
         self.upload = upload or UploadPolicy()
         self._no_referrers_api = False  # the registry said it has none: not asked again for each manifest
+        self._listed: dict[str, frozenset[str]] = {}  # repository -> its tags, as list_tags read them in this run
 
     # -- manifests ----------------------------------------------------------------------------
     def get_manifest(self, repository: str, identifier: str) -> Manifest:
@@ -493,7 +494,11 @@ class RegistryClient:
 
     def tags_in_one_page(self, repository: str, page: int = 1000) -> frozenset[str] | None:
         """Every tag of ``repository`` when the registry lists them in one answer of at most ``page``;
-        None when it pages them, refuses to list them, or answers something unreadable."""
+        None when it pages them, refuses to list them, or answers something unreadable. A list that
+        :meth:`list_tags` read in this run already is not read again."""
+        listed = self._listed.get(repository)
+        if listed is not None:
+            return listed
         try:
             resp = self.session.request("GET", f"/v2/{repository}/tags/list?n={page}",
                                         scopes=(repo_scope(repository, "pull"),), repository=repository,
@@ -514,10 +519,12 @@ class RegistryClient:
 
     def list_tags(self, repository: str) -> list[str]:
         try:
-            return self._paged(f"/v2/{repository}/tags/list", "tags", (repo_scope(repository, "pull"),),
+            tags = self._paged(f"/v2/{repository}/tags/list", "tags", (repo_scope(repository, "pull"),),
                                repository, "list tags of")
         except NotFound:
-            return []
+            tags = []
+        self._listed[repository] = frozenset(tags)
+        return tags
 
     def catalog(self) -> list[str]:
         return self._paged("/v2/_catalog", "repositories", ("registry:catalog:*",), "", "list repositories of")

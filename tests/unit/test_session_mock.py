@@ -365,3 +365,21 @@ def test_manifest_refused_for_another_reason_is_not_pushed_again(no_settle_pause
     with pytest.raises(RegistryError, match="MANIFEST_INVALID|manifest invalid"):
         client_for(handler).put_manifest("repo", Manifest.parse(_MANIFEST), "v1")
     assert len(puts) == 1
+
+
+def test_a_tag_list_read_in_the_run_is_not_read_again_for_the_referrer_tags() -> None:
+    """--repository lists the tags; the cosign-style tag lookup needs the same list (one GET, not two, per
+    repository: 800 of an export's 6,457 requests at 800 repositories)."""
+    lists: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/v2/":
+            return httpx.Response(200)
+        lists.append(req.url.path)
+        return httpx.Response(200, json={"name": "team/app", "tags": ["v1", "sha256-" + "a" * 64 + ".sig"]})
+
+    client = client_for(handler)
+    assert client.list_tags("team/app") == ["v1", "sha256-" + "a" * 64 + ".sig"]
+    assert client.tags_in_one_page("team/app") == frozenset({"v1", "sha256-" + "a" * 64 + ".sig"})
+    assert lists == ["/v2/team/app/tags/list"]
+    assert client.tags_in_one_page("team/web") is not None and len(lists) == 2  # another repository: read
