@@ -239,11 +239,14 @@ class JournaledSink(RegistrySink):
 
     def push_blob(self, target: Reference, desc: Descriptor, opener: BlobOpener, mount_from: tuple[str, ...]) -> str:
         hints = list(self.holders.get(desc.digest, ()))
-        earlier = self.known.get(str(desc.digest)) if self.known is not None else None
-        if earlier is not None:
-            hints.append(earlier)
-        extra = tuple(dict.fromkeys(r for r in hints if r != target.repository and r not in mount_from))
-        outcome = super().push_blob(target, desc, opener, mount_from + extra)
+        if target.repository in hints:
+            outcome = "skipped"  # check_relied's HEAD found it there, in this run: not asked again
+        else:
+            earlier = self.known.get(str(desc.digest)) if self.known is not None else None
+            if earlier is not None:
+                hints.append(earlier)
+            extra = tuple(dict.fromkeys(r for r in hints if r != target.repository and r not in mount_from))
+            outcome = super().push_blob(target, desc, opener, mount_from + extra)
         self.journal.blob_committed(target.repository, str(desc.digest))
         if self.known is not None:
             self.known.add(str(desc.digest), target.repository)

@@ -43,3 +43,26 @@ def test_the_file_is_compacted_when_it_holds_far_more_lines_than_blobs(tmp_path:
     assert KnownBlobs.open(tmp_path, "registry.internal:5000", compact=False).where == {
         D1: "mirror/web1199", D2: "mirror/web1198"}
     assert again.path.stat().st_size == size
+
+
+def test_a_relied_on_blob_found_in_the_target_repository_is_not_asked_for_again(tmp_path: Path) -> None:
+    """check_relied HEADs each relied-on blob first; the transfer then takes its answer (a delta of a registry
+    with 800 repositories asked 2,800 HEADs twice), and records the blob as committed."""
+    from airgap.importing import JournaledSink
+    from airgap.journal import ImportJournal
+    from airgap.model.digest import Digest
+    from airgap.model.manifest import Descriptor
+    from airgap.model.reference import Reference
+
+    class NoClient:
+        def client(self, host: str) -> None:
+            raise AssertionError("the registry was asked again")
+
+    digest = Digest.parse(D1)
+    journal = ImportJournal.open(tmp_path, "b-1", "reg:5000")
+    known = KnownBlobs.open(tmp_path, "reg:5000")
+    sink = JournaledSink(NoClient(), journal, {digest: ["mirror/team/app"]}, known)  # type: ignore[arg-type]
+    target = Reference("reg:5000", "mirror/team/app", "v1")
+    opener = None
+    assert sink.push_blob(target, Descriptor("x", digest, 5), opener, ()) == "skipped"  # type: ignore[arg-type]
+    assert ("mirror/team/app", D1) in journal.blobs and known.get(D1) == "mirror/team/app"
