@@ -602,6 +602,7 @@ class Expanded:
 
     refs: list[Reference] = field(default_factory=list)
     referrer_tags: int = 0
+    untagged: list[str] = field(default_factory=list)  # repositories of the catalog without a tag (not exported)
 
 
 def tag_pattern(tag_regex: str | None) -> re.Pattern[str] | None:
@@ -646,16 +647,21 @@ def expand_repository(registries: Registries, name: str, tag_regex: str | None) 
     return out
 
 
-def expand_registry(registries: Registries, host: str, tag_regex: str | None) -> Expanded:
-    """Every tag of every repository that ``host``'s catalog lists."""
+def expand_registry(registries: Registries, host: str, tag_regex: str | None, jobs: int = 8) -> Expanded:
+    """Every tag of every repository that ``host``'s catalog lists (the tag lists read on ``jobs`` threads)."""
     pattern = tag_pattern(tag_regex)
     if "/" in host.strip("/"):
         raise InvalidInput(f"--all-repositories takes a registry HOST[:PORT], not a path: {host}",
                            hint="for the tags of one repository, use --repository HOST/REPO")
     client = registries.client(host)
     out = Expanded()
-    for repo in sorted(client.catalog()):
-        out.refs.extend(Reference(host, repo, t) for t in _chosen_tags(client.list_tags(repo), pattern, out))
+    repos = sorted(client.catalog())
+    with worker_pool(min(8, jobs), "airgap-plan") as pool:
+        listed = list(pool.map(client.list_tags, repos))
+    for repo, tags in zip(repos, listed, strict=True):
+        if not tags:
+            out.untagged.append(repo)
+        out.refs.extend(Reference(host, repo, t) for t in _chosen_tags(tags, pattern, out))
     return out
 
 

@@ -383,8 +383,15 @@ def test_repository_and_catalog_exports(demo_registry: RegistryServer, key: Path
     assert r.returncode == 0, r.output
     assert [i.tag for i in BundleManifest.parse((out / "manifest.json").read_bytes()).images] == ["1.0"]
     out2 = tmp_path / "all"
+    with demo_registry.client() as c:  # a repository of the catalog that holds no tag (a blob alone)
+        blob = b"layer pushed by hand"
+        location = c.post("/v2/dr/base/layers/blobs/uploads/").headers["location"]
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        assert c.put(f"{location}&digest={digest}", content=blob).status_code == 201
     r = run_airgap("export", "--all-repositories", demo_registry.host, "--output", str(out2), "--key", str(key))
     assert r.returncode == 0, r.output
+    assert "note: 1 repository of the catalog holds no tag and is not exported (content reachable by digest " \
+           "only): dr/base/layers" in " ".join(r.stderr.split()), r.output
     m = BundleManifest.parse((out2 / "manifest.json").read_bytes())
     assert sorted(f"{i.repository}:{i.tag}" for i in m.images) == sorted(DEMO_IMAGE_NAMES)
     r = run_airgap("export", "--repository", f"{demo_registry.host}/demo/multi", "--tag-regex", "nope.*",

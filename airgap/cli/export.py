@@ -72,6 +72,12 @@ def collect_requests(registries: Registries, refs: tuple[str, ...], images_file:
         expanded.append(found)
     for e in expanded:
         resolved.extend((r, platforms) for r in e.refs)
+    untagged = [repo for e in expanded for repo in e.untagged]
+    if untagged:
+        shown = ", ".join(untagged[:5]) + (f" and {len(untagged) - 5} more" if len(untagged) > 5 else "")
+        click.echo(f"note: {counted(len(untagged), 'repository', 'repositories')} of the catalog "
+                   f"{'holds' if len(untagged) == 1 else 'hold'} no tag and {'is' if len(untagged) == 1 else 'are'} "
+                   f"not exported (content reachable by digest only): {shown}", err=True)
     passed_over = sum(e.referrer_tags for e in expanded)
     if passed_over:
         click.echo(f"note: {passed_over} tag(s) in the form sha256-<digest>[.sig|.att|.sbom] name signatures, "
