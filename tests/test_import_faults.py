@@ -365,7 +365,7 @@ def test_damaged_chunk_commits_nothing_of_it(case: str, bundle: Bundle, registry
     for img in hit:  # no manifest, no tag for an image whose data lies in the chunk
         assert not {(img.repository, str(d)) for d in img.manifests} & inv.manifests
         assert bundle.name_of(img) not in inv.tags
-        assert f"FAILED   {registry.host}/{bundle.name_of(img)}" in r.stdout
+        assert f"FAILED    {registry.host}/{bundle.name_of(img)}" in r.stdout
     whole = [n for n in DEMO_IMAGE_NAMES if bundle.image(n) not in hit]
     assert_complete(registry, bundle, whole)  # keep going: the images that do not touch the chunk are complete
 
