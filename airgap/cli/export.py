@@ -227,8 +227,8 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
                        f"{format_size(before)} before dedup, "
                        f"{format_size(blobs)} after; at most {_media_count(total, size)} of {format_size(size)}"
                        + _parity_plan(total, size, parity_spec)
-                       + (f"; a delta: {len(relied)} blobs ({format_size(sum(r.size for r in relied.values()))}) "
-                          "left out" if relied else ""))
+                       + (f"; a delta: {counted(len(relied), 'blob')} "
+                          f"({format_size(sum(r.size for r in relied.values()))}) left out" if relied else ""))
             if status != "new":
                 click.echo(f"{output} already holds this complete bundle: the export would do nothing" if
                            status == "complete" else f"{output} holds this export, interrupted: it would continue it")
