@@ -130,6 +130,9 @@ def test_referrers_travel_and_merge_into_the_fallback_index(registry: RegistrySe
                                                            run_airgap: RunAirgap) -> None:
     repo, subject = signed["repo"], signed["subject"]["digest"]
     out = tmp_path / "bundle"
+    dry = run_airgap("export", f"{registry.host}/{repo}:v1", "--dry-run", "-o", str(out))
+    planned = [line.split()[2] for line in dry.stdout.splitlines() if line.startswith("  referrer ")]
+    assert sorted(planned) == sorted(signed[k]["digest"] for k in ("sbom", "sig", "sbom_sig")), dry.output  # nested too
     r = export(run_airgap, key, out, f"{registry.host}/{repo}:v1")
     assert "with 3 referrers" in r.stdout
     doc = json.loads(run_airgap("inspect", str(out), "--json").stdout)

@@ -35,6 +35,7 @@ from airgap.inputs import (
     parse_images_file,
 )
 from airgap.inventory import read_inventory
+from airgap.model.bundle import attached_referrers
 from airgap.model.delta import ReliedBlob
 from airgap.model.digest import Digest
 from airgap.model.parity import ParitySpec, StripeLayout
@@ -219,10 +220,9 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
             blobs = sum(e.size for e in entries if e.digest)  # "after dedup" as a run says it: the blobs alone
             for img in images:
                 click.echo(f"{img.reference}  {img.digest}  {', '.join(img.platforms) or '-'}")
-                for r in referrers:
-                    if r.repository == img.repository and r.subject in img.manifests:
-                        click.echo(f"  referrer {r.artifact_type or r.media_type}  {r.digest}"
-                                   + (f"  ({r.tag})" if r.tag else ""))
+                for r in attached_referrers(img, referrers):  # and the referrers of those (a signed SBOM)
+                    click.echo(f"  referrer {r.artifact_type or r.media_type}  {r.digest}"
+                               + (f"  ({r.tag})" if r.tag else ""))
             click.echo(f"{counted(len(images), 'image')}, {counted(len(entries) - 2, 'unique blob')}, "
                        f"{format_size(before)} before dedup, "
                        f"{format_size(blobs)} after; at most {_media_count(total, size)} of {format_size(size)}"

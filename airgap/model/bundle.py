@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -129,6 +130,22 @@ class BundleReferrer:
         return self.blobs + self.manifests
 
 
+def attached_referrers(image: BundleImage, referrers: Sequence[BundleReferrer]) -> list[BundleReferrer]:
+    """The referrers attached to ``image``: subject one of its manifests, or (transitively) another of them."""
+    subjects = set(image.manifests)
+    out: list[BundleReferrer] = []
+    pending = [r for r in referrers if r.repository == image.repository]
+    grew = True
+    while grew:
+        grew = False
+        for r in pending:
+            if r not in out and r.subject in subjects:
+                out.append(r)
+                subjects.add(r.digest)
+                grew = True
+    return out
+
+
 @dataclass(frozen=True)
 class BundleManifest:
     bundle_id: str
@@ -183,18 +200,7 @@ class BundleManifest:
 
     def referrers_of(self, image: BundleImage) -> list[BundleReferrer]:
         """The referrers attached to ``image``: subject one of its manifests, or (transitively) another of them."""
-        subjects = set(image.manifests)
-        out: list[BundleReferrer] = []
-        pending = [r for r in self.referrers if r.repository == image.repository]
-        grew = True
-        while grew:
-            grew = False
-            for r in pending:
-                if r not in out and r.subject in subjects:
-                    out.append(r)
-                    subjects.add(r.digest)
-                    grew = True
-        return out
+        return attached_referrers(image, self.referrers)
 
     def chunks_of_image(self, image: BundleImage) -> set[int]:
         out: set[int] = set()
