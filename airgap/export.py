@@ -27,6 +27,7 @@ from airgap.bundle.tarfmt import END_OF_ARCHIVE, blob_path
 from airgap.bundle.writer import write_stream
 from airgap.delta import Exclusions
 from airgap.errors import AirgapError, InvalidInput, NotFound
+from airgap.inputs import counted
 from airgap.locking import exclusive
 from airgap.model.bundle import BundleImage, BundleManifest, BundleReferrer, StoredBlob, StoredFile
 from airgap.model.delta import Base, ReliedBlob, parse_delta
@@ -474,8 +475,8 @@ def _source_changes(registries: Registries, expanded: Any, requests: list[ImageR
         then = {str(e[0]) for e in expanded if isinstance(e, list) and e}
         now = {str(r.source) for r in requests}
         added, gone = sorted(now - then), sorted(then - now)
-        parts = [f"has {len(added)} new tag(s) not in it ({_some(added)})" if added else "",
-                 f"lost {len(gone)} tag(s) that it holds ({_some(gone)})" if gone else ""]
+        parts = [f"has {counted(len(added), 'new tag')} not in it ({_some(added)})" if added else "",
+                 f"lost {counted(len(gone), 'tag')} that it holds ({_some(gone)})" if gone else ""]
         if added or gone:
             out.append("since this export began, the source " + "; ".join(x for x in parts if x)
                        + ": the export finishes what it began; export into a new directory to take the source as "

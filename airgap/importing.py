@@ -45,7 +45,9 @@ class Target:
         as by ``login`` (whether a registry speaks HTTP is --insecure's, or loopback's, to say)."""
         bare = text.strip()
         for scheme in ("https://", "http://"):
-            bare = bare.removeprefix(scheme)
+            if bare.lower().startswith(scheme):
+                bare = bare[len(scheme):]
+                break
         host, _, prefix = bare.strip("/").partition("/")
         try:
             host = parse_host(host)
@@ -218,9 +220,10 @@ def check_relied(registries: Registries, manifest: BundleManifest, target: Targe
         images = sorted({u for d in missing for u in users[d]})
         shown = ", ".join(d.short for d in missing[:3]) + (" …" if len(missing) > 3 else "")
         size = sum(r.size for d in missing if (r := manifest.relied(d)) is not None)
+        they = "it was" if len(missing) == 1 else "they were"
         raise DeltaBaseMissing(
             f"this delta bundle relies on {counted(len(missing), 'blob')} that {target} does not hold ({shown}; "
-            f"{size} bytes, needed by {', '.join(images[:5])}{' …' if len(images) > 5 else ''}); they were delivered "
+            f"{size} bytes, needed by {', '.join(images[:5])}{' …' if len(images) > 5 else ''}); {they} delivered "
             f"by {'; '.join(bases)}; nothing was pushed")
     return found
 

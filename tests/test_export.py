@@ -253,7 +253,7 @@ def test_an_interrupted_registry_export_resumes_its_plan_though_the_source_chang
     state.write_bytes(saved)
     r = run_airgap(*args)
     assert r.returncode == 0, r.output
-    assert f"has 1 new tag(s) not in it ({proxy.host}/demo/base-a:2.0)" in r.stderr, r.stderr
+    assert f"has 1 new tag not in it ({proxy.host}/demo/base-a:2.0)" in r.stderr, r.stderr
     assert f"{proxy.host}/demo/base-b:1.0 now names {skopeo_digest(f'{src}/demo/base-a:1.0')}" in r.stderr
     m, _ = read_signed_manifest(out, [load_public_key(Path(f"{key}.pub"))])
     assert str(next(i for i in m.images if i.repository == "demo/base-b").digest) == before  # the plan's

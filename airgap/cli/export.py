@@ -81,8 +81,11 @@ def collect_requests(registries: Registries, refs: tuple[str, ...], images_file:
                    f"not exported (content reachable by digest only): {shown}", err=True)
     passed_over = sum(e.referrer_tags for e in expanded)
     if passed_over:
-        click.echo(f"note: {passed_over} tag(s) in the form sha256-<digest>[.sig|.att|.sbom] name signatures, "
-                   f"attestations or SBOMs, not images: they travel with the images they refer to"
+        one = passed_over == 1
+        click.echo(f"note: {counted(passed_over, 'tag')} in the form sha256-<digest>[.sig|.att|.sbom] "
+                   f"{'names a signature, attestation or SBOM' if one else 'name signatures, attestations or SBOMs'}, "
+                   f"not {'an image' if one else 'images'}: {'it travels' if one else 'they travel'} with the images "
+                   "they refer to"
                    + (" (not at all, with --no-referrers)" if no_referrers else ""), err=True)
     if not resolved:
         raise InvalidInput("no images to export",

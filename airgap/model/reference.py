@@ -77,12 +77,12 @@ class Reference:
             if not _TAG.match(tag):
                 raise InvalidReference(f"invalid tag {tag!r} in image reference {original!r}")
         first, sep, rest = text.partition("/")
-        if not sep and digest is None and tag is not None and tag.isdigit() and (
+        if not sep and tag is not None and tag.isdigit() and (
                 "." in text or text == "localhost" or text.startswith("[")):
             # "127.0.0.1:5000", "registry.local:443": a registry and port, which would read as the Docker Hub
             # image library/127.0.0.1 with tag 5000
             raise InvalidReference(f"{original!r} names a registry, not an image",
-                                   hint=f"add the repository: {original.strip()}/NAME[:TAG]")
+                                   hint=f"add the repository: {text}:{tag}/NAME[:TAG]")
         if sep and _looks_like_host(first):
             host, path = first, rest
         else:

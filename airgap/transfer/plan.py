@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 
 from airgap.errors import InvalidInput, NotFound
+from airgap.inputs import counted
 from airgap.model.digest import Digest
 from airgap.model.manifest import REFERRER_TAG, SIGNATURE_TYPES, Descriptor, Manifest, artifact_type_of, filter_index
 from airgap.model.platform import Platform
@@ -154,10 +155,11 @@ def plan_image(source: Source, request: ImageRequest, referrers: ReferrerOptions
             if left:
                 image.cut_signed = image.cut_signed or any(r.is_signature and r.subject == digest for r in left)
                 kinds = ", ".join(sorted({r.artifact_type or r.root.media_type for r in left}))
+                it, refers = ("it", "it refers") if len(left) == 1 else ("them", "they refer")
                 image.notices.append(
-                    f"{ref}: {len(left)} referrer(s) of the full index {digest} left out ({kinds}): they refer to "
-                    "the index that the platform subset replaces (or to such a referrer); take all platforms to "
-                    "keep them")
+                    f"{ref}: {counted(len(left), 'referrer')} of the full index {digest} left out ({kinds}): {refers} "
+                    f"to the index that the platform subset replaces (or to such a referrer); take all platforms to "
+                    f"keep {it}")
     return image
 
 

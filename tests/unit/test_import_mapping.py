@@ -38,6 +38,9 @@ def test_a_digest_selects_every_image_of_that_digest_and_an_unknown_name_is_refu
 def test_a_target_may_be_written_with_a_scheme_and_its_errors_name_the_option() -> None:
     assert Target.parse("https://mirror:5000/dr/") == Target("mirror:5000", "dr")
     assert Target.parse("http://mirror:5000") == Target("mirror:5000", "")
+    assert Target.parse("HTTPS://mirror:5000/dr") == Target("mirror:5000", "dr")
+    with pytest.raises(InvalidInput, match="invalid registry"):
+        Target.parse("https://http://mirror:5000")  # one scheme, once
     with pytest.raises(InvalidInput, match="invalid prefix 'Dr' in --registry") as err:
         Target.parse("mirror:5000/Dr", "--registry")
     with pytest.raises(InvalidInput, match="invalid registry 'ftp://x' for --to") as err:

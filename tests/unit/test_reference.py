@@ -86,12 +86,13 @@ def test_roundtrip_valid(path: str, tag: str) -> None:
     assert (ref.host, ref.repository, ref.tag) == ("reg.local:5000", path, tag)
 
 
-@pytest.mark.parametrize("text", ["127.0.0.1:5000", "registry.local:443", "localhost:5000", "[::1]:5000"])
+@pytest.mark.parametrize("text", ["127.0.0.1:5000", "registry.local:443", "localhost:5000", "[::1]:5000",
+                                  "127.0.0.1:5000@sha256:" + "a" * 64])
 def test_a_registry_address_alone_is_not_taken_for_a_docker_hub_image(text: str) -> None:
     """It would read as docker.io/library/127.0.0.1 with tag 5000 (and send the run to Docker Hub)."""
     with pytest.raises(InvalidReference, match="names a registry, not an image") as err:
         Reference.parse(text)
-    assert err.value.hint == f"add the repository: {text}/NAME[:TAG]"
+    assert err.value.hint == f"add the repository: {text.split('@')[0]}/NAME[:TAG]"
 
 
 @pytest.mark.parametrize("text, name", [("ubuntu:22", "docker.io/library/ubuntu"),
