@@ -135,6 +135,22 @@ def _load_state(out_dir: Path) -> dict[str, Any]:
     return state
 
 
+def recorded_level(out_dir: Path) -> int | None:
+    """The compression level of the interrupted export in ``out_dir``, else of the complete bundle there; None
+    when it holds neither (or they do not say)."""
+    for path, keys in ((out_dir / STATE_DIR / "state.json", ("request", "level")),
+                       (out_dir / "manifest.json", ("stream", "compression_level"))):
+        try:
+            value = json.loads(path.read_bytes())
+            for k in keys:
+                value = value[k]
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 19:
+            return value
+    return None
+
+
 def _describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     for key in ("chunk_size", "level", "segment_size", "referrers", "parity", "bases"):
         if old.get(key) != new.get(key):

@@ -108,6 +108,29 @@ def test_rerun_of_complete_export_does_nothing(demo_registry: RegistryServer, ke
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
+def test_a_rerun_without_a_level_takes_the_one_the_bundle_was_begun_with(
+        demo_registry: RegistryServer, key: Path, tmp_path: Path, run_airgap: RunAirgap) -> None:
+    """An export begun at level 3 (the default of earlier versions) is finished or checked by the same command
+    without --compression-level; an explicit other level is a different bundle."""
+    from airgap.export import STATE_DIR, recorded_level
+
+    out = tmp_path / "bundle"
+    base = ["export", f"{demo_registry.host}/demo/base-a:1.0", "--output", str(out), "--key", str(key)]
+    assert run_airgap(*base, "--compression-level", "3").returncode == 0
+    assert recorded_level(out) == 3
+    again = run_airgap(*base)
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.output
+    r = run_airgap(*base, "--compression-level", "2")
+    assert r.returncode == 2 and "level 3 there, 2 now" in r.stderr, r.output
+    # an interrupted export's state says its level first; a damaged one says nothing
+    (out / STATE_DIR).mkdir()
+    (out / STATE_DIR / "state.json").write_text('{"request": {"level": 9}}')
+    assert recorded_level(out) == 9
+    (out / STATE_DIR / "state.json").write_text('{"request": {"level": "high"}}')
+    assert recorded_level(out) == 3
+    assert recorded_level(tmp_path / "nothing") is None
+
+
 def test_rerun_into_a_complete_bundle_with_other_options_is_refused(demo_registry: RegistryServer, key: Path,
                                                                     tmp_path: Path, run_airgap: RunAirgap) -> None:
     """The directory holds the bundle this run would write, or the rerun is refused: not "nothing to do" for a

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from airgap import audit
 from airgap.cli.options import keychain_with, make_registries, parse_platforms, registry_options
@@ -25,6 +26,7 @@ from airgap.export import (
     make_requests,
     output_status,
     plan_members,
+    recorded_level,
 )
 from airgap.inputs import (
     DEFAULT_CHUNK_SIZE,
@@ -49,7 +51,8 @@ from airgap.transfer.plan import ImageRequest, ReferrerOptions
 
 def collect_requests(registries: Registries, refs: tuple[str, ...], images_file: Path | None,
                      repositories: tuple[str, ...], registries_all: tuple[str, ...], tag_regex: str | None,
-                     platforms: tuple[Platform, ...], no_referrers: bool = False) -> list[ImageRequest]:
+                     platforms: tuple[Platform, ...], no_referrers: bool = False, jobs: int = 8
+                     ) -> list[ImageRequest]:
     specs: list[tuple[str, tuple[Platform, ...]]] = [(r, platforms) for r in refs]
     if images_file is not None:
         for spec in parse_images_file(images_file):
@@ -66,7 +69,7 @@ def collect_requests(registries: Registries, refs: tuple[str, ...], images_file:
                            hint="add --repository HOST/REPO or --all-repositories HOST, or drop --tag-regex")
     expanded = [expand_repository(registries, repo, tag_regex) for repo in repositories]
     for host in registries_all:
-        found = expand_registry(registries, host, tag_regex)
+        found = expand_registry(registries, host, tag_regex, jobs)
         if not found.refs:
             raise InvalidInput(f"the catalog of {host} lists no tagged images",
                                hint="check the host, and that the credentials may list the catalog")
@@ -197,6 +200,10 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
     """
     size = parse_chunk_size(chunk_size)
     parity_spec = ParitySpec.parse(parity) if parity is not None else None
+    if click.get_current_context().get_parameter_source("compression_level") is ParameterSource.DEFAULT:
+        # a rerun without the option finishes (or checks) the bundle at the level it was begun with, also when
+        # that was another version's default
+        compression_level = recorded_level(output) or compression_level
     key = None
     if not dry_run:
         if key_path is None:
@@ -213,7 +220,7 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
                                                  platforms))
     with make_registries(insecure, ca_certs, jobs, retries, keychain_with([])) as registries:
         requests = collect_requests(registries, refs, images_file, repositories, registries_all, tag_regex,
-                                    parse_platforms(platforms), no_referrers)
+                                    parse_platforms(platforms), no_referrers, options.jobs)
         if dry_run:
             status = output_status(registries, output, requests, options, None)
             relied: dict[Digest, ReliedBlob] = {}
