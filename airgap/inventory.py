@@ -26,7 +26,7 @@ from airgap.model.delta import (
     check_repository,
 )
 from airgap.model.digest import Digest
-from airgap.model.manifest import Manifest
+from airgap.model.manifest import Manifest, is_referrer_tag
 from airgap.registry.client import RegistryClient
 from airgap.signing import PrivateKey, PublicKey, SignatureError, sign, verify
 from airgap.workers import worker_pool
@@ -45,6 +45,7 @@ def take_inventory(client: RegistryClient, prefix: str = "", repositories: Seque
     """List the images and blobs of every repository under ``prefix`` (or of ``repositories``, relative to it)."""
     if prefix:
         check_repository(prefix, "prefix")
+    notices: list[str] = []
     if repositories:
         names = [f"{prefix}/{r}" if prefix else r for r in (check_repository(r, "--repo") for r in repositories)]
     else:
@@ -61,11 +62,13 @@ def take_inventory(client: RegistryClient, prefix: str = "", repositories: Seque
                                    hint="name the repositories to take with --repo NAME (repeatable)") from None
             raise
         names = [n for n in names if not prefix or n.startswith(prefix + "/")]
+        if not names:  # a fresh registry, or a mistyped prefix: said, since a delta against it leaves nothing out
+            notices.append(f"{client.host}{'/' + prefix if prefix else ''} holds no repository: the inventory is "
+                           "empty, and an export against it leaves nothing out")
     lock = threading.Lock()
     images: list[InventoryImage] = []
     blobs: dict[Digest, tuple[int, set[str]]] = {}
     manifests: set[Digest] = set()
-    notices: list[str] = []
     untagged: list[str] = []  # repositories named with --repo that hold no tag (a typo, most likely)
 
     def relative(name: str) -> str:
@@ -79,7 +82,7 @@ def take_inventory(client: RegistryClient, prefix: str = "", repositories: Seque
         seen: dict[Digest, Manifest] = {}
         repo_blobs: dict[Digest, int] = {}
         tags = client.list_tags(repo)
-        if not tags and repositories:
+        if repositories and all(is_referrer_tag(t) for t in tags):  # none, or only those of signatures
             with lock:
                 untagged.append(repo)
         for tag in sorted(tags):

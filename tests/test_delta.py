@@ -258,6 +258,12 @@ def test_inventory_of_named_repositories_and_its_signature(registry: RegistrySer
                                      "would make the next delta carry their images whole"]
     r = run_airgap("inventory", "--registry", f"{registry.host}/Dr", "--output", str(typo))
     assert r.returncode == 2 and "invalid prefix 'Dr' in --registry" in r.stderr, r.output
+    push_image(registry, "sg/team/sigs", "sha256-" + "a" * 64 + ".sig", [NEW])  # a signature's tag, no image
+    r = run_airgap("inventory", "--registry", f"{registry.host}/sg", "--repo", "team/sigs", "--output", str(typo))
+    assert r.returncode == 5 and "no repository sg/team/sigs with tagged images" in r.stderr, r.output
+    # a prefix with nothing under it (a fresh target, or a typo): taken, and said
+    r = run_airgap("inventory", "--registry", f"{registry.host}/dr-typo", "--output", str(typo))
+    assert r.returncode == 0 and f"{registry.host}/dr-typo holds no repository: the inventory is empty" in r.stderr
     # the whole prefix: the catalog, filtered by the prefix
     r = run_airgap("inventory", "--registry", f"{registry.host}/dr", "--output", str(inv), "--key", str(key))
     assert r.returncode == 0, r.output
