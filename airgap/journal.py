@@ -129,9 +129,10 @@ class KnownBlobs:
         rewrite a file of mostly superseded lines (not in a dry run, which writes nothing)."""
         known = cls(state_dir / "imports" / f"blobs-{hashlib.sha256(host.encode()).hexdigest()[:16]}.txt")
         try:
-            text = known.path.read_bytes().decode("utf-8", "replace")
+            raw = known.path.read_bytes()
         except OSError:
             return known
+        text = raw.decode("utf-8", "replace")
         lines = text.splitlines()
         for line in lines:  # "<digest> <repository>"; a torn or odd line is skipped
             digest, _, repo = line.partition(" ")
@@ -142,8 +143,11 @@ class KnownBlobs:
                 continue
         if compact and len(lines) > 2 * len(known.where) + 1000:  # each import appends: keep the latest
             with contextlib.suppress(OSError):  # a hint file: a larger one costs only the time to read it
-                atomic.write_atomic(known.path, "".join(f"{d} {r}\n" for d, r in known.where.items()).encode(),
-                                    mode=0o600)
+                # not while another import (of another bundle, same state directory) appends to it: its lines
+                # would be lost (one written in the moment of the rename still is: a hint, a mount fewer)
+                if known.path.stat().st_size == len(raw):
+                    atomic.write_atomic(known.path, "".join(f"{d} {r}\n" for d, r in known.where.items()).encode(),
+                                        mode=0o600)
         return known
 
     def get(self, digest: str) -> str | None:
