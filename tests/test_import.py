@@ -358,3 +358,43 @@ def test_many_tags_of_one_repository_push_and_recheck_each_thing_once(
     heads = [x for x in proxy.requests if x.startswith("HEAD ")]
     assert sorted(heads) == sorted([f"HEAD /v2/team/app/manifests/v{n}" for n in range(6)]
                                    + [f"HEAD /v2/team/app/blobs/{d}" for d in blobs])
+
+
+def test_layers_larger_than_an_upload_chunk_at_the_default_settings(
+        registry_factory: RegistryFactory, key: Path, tmp_path: Path, run_airgap: RunAirgap,
+        fault_proxy_factory: FaultProxyFactory) -> None:
+    """Incompressible layers of 70 and 40 MiB (the rest of the suite stays at a few MiB), in chunks of 16 MiB,
+    imported with the default upload settings: both take the large-blob lanes, the 70 MiB one goes as PATCHes
+    of 64 and 6 MiB, the 40 MiB one as one PATCH (above the 32 MiB of a single PUT), and what lands reads
+    back through skopeo byte for byte."""
+    from scripts.demo_images import build_demo_layout
+    from scripts.push_layout import push_layout
+
+    mib = 1024 * 1024
+    sources = [(registry_factory(), 70 * mib, 1), (registry_factory(), 40 * mib, 2)]
+    layers: dict[str, bytes] = {}
+    for reg, size, seed in sources:
+        layout = tmp_path / f"layout-{seed}"
+        build_demo_layout(layout, large_layer_size=size, seed=seed)
+        push_layout(layout, reg.host)
+        big = max((layout / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)
+        assert big.stat().st_size >= size
+        layers[reg.host] = big.read_bytes()
+    out = tmp_path / "bundle"
+    r = run_airgap("export", *[f"{reg.host}/demo/large:1.0" for reg, _, _ in sources], "--output", str(out),
+                   "--key", str(key), "--chunk-size", "16MiB")
+    assert r.returncode == 0, r.output
+    assert len(list(out.glob("chunk-*.bin"))) >= 7
+    target = registry_factory()
+    proxy = fault_proxy_factory(target.host)
+    r = do_import(run_airgap, out, key, f"{proxy.host}/dr", tmp_path, "--keep-source-host")
+    assert r.returncode == 0, r.output
+    patches = [x for x in proxy.requests if x.startswith("PATCH /v2/dr/")]
+    assert len(patches) == 3, proxy.requests
+    for reg, _, seed in sources:
+        ref = f"{target.host}/dr/{reg.host.replace(':', '-')}/demo/large:1.0"
+        assert skopeo_digest(ref) == skopeo_digest(f"{reg.host}/demo/large:1.0")
+        pulled = tmp_path / f"pulled-{seed}"
+        skopeo_copy(f"docker://{ref}", f"dir:{pulled}")  # skopeo checks every blob's digest as it reads it
+        got = max(pulled.iterdir(), key=lambda p: p.stat().st_size)
+        assert got.read_bytes() == layers[reg.host]
