@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from airgap import __version__
-from airgap.bundle.files import STATE_DIR, BundleError, os_error, write_atomic
+from airgap.bundle.files import STATE_DIR, BundleError, os_error, unmounted_note, write_atomic
 from airgap.bundle.parity import write_parity
 from airgap.bundle.reader import BundleReader, read_signed_manifest
 from airgap.bundle.stream import Member
@@ -370,6 +370,9 @@ def export(registries: Registries, requests: list[ImageRequest], out_dir: Path, 
     """Write (or finish) the bundle for ``requests`` in ``out_dir``, signed with ``key``. One run at a time writes
     to a directory: another one is refused with :class:`InUse`."""
     check_output_dir(out_dir)  # a file, or a directory of something else: refused before anything is made
+    note = unmounted_note(out_dir)
+    if note is not None:  # said before anything is written
+        progress(Notice(note))
     created = _make_output_dir(out_dir)
     try:
         with exclusive(out_dir, f"another airgap run is writing to output directory {out_dir}"):

@@ -398,6 +398,30 @@ def test_dry_run_writes_nothing(demo_registry: RegistryServer, tmp_path: Path, r
     assert not out.exists()
 
 
+def test_an_output_where_no_medium_is_mounted_is_said_before_anything_is_written(
+        demo_registry: RegistryServer, key: Path, run_airgap: RunAirgap) -> None:
+    """`--output /media/usb/bundle` with no stick at /media/usb would fill the disk under it (and the bundle
+    would hide under the stick once mounted): said at once, by the dry run too. (On this machine's /media.)"""
+    media = Path("/media")
+    if not media.is_dir() or os.path.ismount(media):
+        pytest.skip("needs a /media directory with nothing mounted on it")
+    spot = media / f"airgap-test-{os.getpid()}-{time.monotonic_ns()}"
+    out = spot / "bundle"
+    want = f"note: nothing is mounted at {spot}: the bundle goes onto the disk under it, not onto a medium"
+    try:
+        r = run_airgap("export", f"{demo_registry.host}/demo/base-a:1.0", "--output", str(out), "--dry-run")
+        assert r.returncode == 0 and want in " ".join(r.stderr.split()), r.output
+        assert not spot.exists()
+        r = run_airgap("export", f"{demo_registry.host}/demo/base-a:1.0", "--output", str(out), "--key", str(key))
+        assert r.returncode == 0, r.output
+        assert " ".join(r.stderr.split()).startswith(f"{want}; if one was meant, stop (Ctrl-C), delete {out}")
+        assert (out / "manifest.json").is_file()
+    finally:
+        shutil.rmtree(spot, ignore_errors=True)
+    assert "nothing is mounted" not in run_airgap("export", f"{demo_registry.host}/demo/base-a:1.0", "--output",
+                                                  str(key.parent / "bundle"), "--dry-run").stderr
+
+
 def test_repository_and_catalog_exports(demo_registry: RegistryServer, key: Path, tmp_path: Path,
                                         run_airgap: RunAirgap) -> None:
     out = tmp_path / "repo"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from airgap import atomic
@@ -32,6 +34,35 @@ def no_manifest(directory: Path) -> BundleError:
                            hint="run the same `airgap export` again to finish it (it resumes)")
     return BundleError(f"{directory} holds no manifest.json",
                        hint="point at the bundle directory (the one with manifest.json and its .sig)")
+
+
+REMOVABLE_ROOTS = (Path("/media"), Path("/run/media"), Path("/mnt"))
+"""Where removable media are mounted, by convention (udisks, desktops, operators by hand)."""
+
+
+def unmounted_medium(path: Path, roots: Sequence[Path] | None = None) -> Path | None:
+    """The place a medium was meant to be mounted when ``path`` lies under one of ``roots`` but nothing is
+    mounted there, nor anywhere between it and ``path`` (``/media/usb`` for ``/media/usb/bundle`` when the stick
+    is not mounted): what is written there goes onto the disk below, and hides under the medium once it is
+    mounted. None when something is mounted on the way, or ``path`` is elsewhere."""
+    real = Path(os.path.realpath(path))
+    for root in REMOVABLE_ROOTS if roots is None else roots:
+        if real != root and root not in real.parents:
+            continue
+        parts = real.relative_to(root).parts
+        if any(os.path.ismount(root.joinpath(*parts[:n])) for n in range(len(parts) + 1)):
+            return None
+        return root.joinpath(*parts[: 2 if root == Path("/run/media") else 1])  # /run/media/USER/LABEL
+    return None
+
+
+def unmounted_note(path: Path) -> str | None:
+    """What to tell an operator about to write a bundle to ``path`` where no medium is mounted."""
+    spot = unmounted_medium(path)
+    if spot is None:
+        return None
+    return (f"nothing is mounted at {spot}: the bundle goes onto the disk under it, not onto a medium; if one was "
+            f"meant, stop (Ctrl-C), delete {path}, mount the medium and run the same command again")
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:

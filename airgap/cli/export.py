@@ -12,6 +12,7 @@ import click
 from click.core import ParameterSource
 
 from airgap import audit
+from airgap.bundle.files import unmounted_note
 from airgap.cli.options import keychain_with, make_registries, parse_platforms, registry_options
 from airgap.cli.progress import ProgressBar
 from airgap.cli.verify import delta_summary
@@ -223,6 +224,9 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
                                     parse_platforms(platforms), no_referrers, options.jobs)
         if dry_run:
             status = output_status(registries, output, requests, options, None)
+            note = unmounted_note(output)
+            if note is not None:
+                click.echo(f"note: {note}", err=True)
             relied: dict[Digest, ReliedBlob] = {}
             entries, images, before, _, referrers = plan_members(
                 Sources(registries), requests, ProgressBar(quiet=True, desc="export"), options, relied)
