@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airgap.errors import InvalidInput
-from airgap.model.delta import Base, ReliedBlob, parse_delta
+from airgap.model.delta import _ID, Base, ReliedBlob, parse_delta
 from airgap.model.digest import Digest
+from airgap.model.manifest import MEDIA_TYPE
 from airgap.model.reference import _COMPONENT, _TAG
 
 if TYPE_CHECKING:
@@ -260,7 +261,11 @@ class BundleManifest:
         if len(data) > MAX_MANIFEST_BYTES:
             raise ManifestError(f"manifest.json is larger than {MAX_MANIFEST_BYTES} bytes")
         try:
-            obj = json.loads(data, object_pairs_hook=_no_duplicates)
+            text = data.decode("utf-8")  # not json.loads(bytes), which takes UTF-16 and UTF-32 too
+        except UnicodeDecodeError:
+            raise ManifestError("manifest.json is not UTF-8 text") from None
+        try:
+            obj = json.loads(text, object_pairs_hook=_no_duplicates)  # a byte-order mark is refused here
         except ManifestError:
             raise
         except (ValueError, RecursionError) as exc:
@@ -365,9 +370,7 @@ class _Parser:
             if not isinstance(b, dict):
                 raise ManifestError(f"manifest.json: {where} is not an object")
             size = self._int(b, "size", where)
-            mt = self._get(b, "media_type", str, where)
-            if len(mt) > 255:
-                raise ManifestError(f"manifest.json: {where}.media_type is too long")
+            mt = self._media_type(b, "media_type", where)
             blobs.append(StoredBlob(self._digest(b.get("digest"), f"{where}.digest"), size, mt,
                                     self._span(b, where, size, segment)))
         if len({b.digest for b in blobs}) != len(blobs):
@@ -409,7 +412,7 @@ class _Parser:
         level = self._int(stream, "compression_level", "stream", -(1 << 17), 22) if "compression_level" in stream \
             else 3
         return BundleManifest(
-            bundle_id=self._get(o, "bundle_id", str, "manifest")[:128],
+            bundle_id=self._bundle_id(o),
             created=created,
             tool=self._get(o, "tool", str, "manifest")[:128],
             key_id=self._get(o, "key_id", str, "manifest")[:128],
@@ -426,6 +429,20 @@ class _Parser:
 
         return parse_parity(o["parity"], chunks) if "parity" in o else None
 
+    def _media_type(self, obj: dict[str, Any], key: str, where: str) -> str:
+        value = self._get(obj, key, str, where)
+        if not MEDIA_TYPE.fullmatch(value):
+            raise ManifestError(f"manifest.json: {where}.{key} is not a media type "
+                                "(1 to 255 printable ASCII characters)")
+        return str(value)
+
+    def _bundle_id(self, o: dict[str, Any]) -> str:
+        value = self._get(o, "bundle_id", str, "manifest")
+        if not _ID.match(value):
+            raise ManifestError("manifest.json: manifest.bundle_id is not 1 to 128 characters of A-Za-z0-9._:- "
+                                "(the first alphanumeric)")
+        return str(value)
+
     def _repository(self, value: str, where: str) -> str:
         if len(value) > 255 or not all(_COMPONENT.match(c) for c in value.split("/")):
             raise ManifestError(f"manifest.json: {where}.repository is not a valid repository name")
@@ -439,12 +456,8 @@ class _Parser:
         tag = r.get("tag")
         if tag is not None and (not isinstance(tag, str) or not _TAG.match(tag)):
             raise ManifestError(f"manifest.json: {where}.tag is not a valid tag")
-        kind = r.get("artifact_type")
-        if kind is not None and (not isinstance(kind, str) or len(kind) > 255):
-            raise ManifestError(f"manifest.json: {where}.artifact_type is malformed")
-        media_type = self._get(r, "media_type", str, where)
-        if len(media_type) > 255:
-            raise ManifestError(f"manifest.json: {where}.media_type is too long")
+        kind = self._media_type(r, "artifact_type", where) if r.get("artifact_type") is not None else None
+        media_type = self._media_type(r, "media_type", where)
         digest = self._digest(r.get("digest"), f"{where}.digest")
         manifests = tuple(self._digest(d, f"{where}.manifests") for d in self._list(r, "manifests", where, MAX_BLOBS))
         if not manifests or manifests[-1] != digest:
@@ -498,7 +511,7 @@ class _Parser:
         return BundleImage(
             registry=registry, repository=repository, tag=tag,
             digest=self._digest(i.get("digest"), f"{where}.digest"),
-            media_type=self._get(i, "media_type", str, where)[:255],
+            media_type=self._media_type(i, "media_type", where),
             platforms=tuple(platforms),
             source_digest=self._digest(src, f"{where}.source_digest") if src is not None else None,
             manifests=tuple(self._digest(d, f"{where}.manifests") for d in

@@ -15,6 +15,7 @@ from typing import Any
 
 from airgap.errors import InvalidInput
 from airgap.model.digest import Digest
+from airgap.model.manifest import MEDIA_TYPE
 from airgap.model.reference import _COMPONENT, _TAG
 
 INVENTORY_FORMAT = "airgap-inventory"
@@ -118,7 +119,7 @@ def parse_delta(o: dict[str, Any], stored: set[Digest], error: type[InvalidInput
             raise error(f"{where}.size is not a size")
         if not isinstance(base, int) or isinstance(base, bool) or not 0 <= base < len(bases):
             raise error(f"{where}.base does not name an entry of base")
-        if not isinstance(mt, str) or len(mt) > 255:
+        if not isinstance(mt, str) or not MEDIA_TYPE.fullmatch(mt):
             raise error(f"{where}.media_type is malformed")
         repos = r.get("repositories", [])
         if not isinstance(repos, list) or len(repos) > MAX_HINTS:
@@ -216,7 +217,7 @@ class Inventory:
             if tag is not None and (not isinstance(tag, str) or not _TAG.match(tag)):
                 raise InventoryError(f"{where}.tag is not a valid tag")
             mt = i.get("media_type")
-            if not isinstance(mt, str) or len(mt) > 255:
+            if not isinstance(mt, str) or not MEDIA_TYPE.fullmatch(mt):
                 raise InventoryError(f"{where}.media_type is malformed")
             images.append(InventoryImage(check_repository(i.get("repository"), where, InventoryError), tag,
                                          _digest(i.get("digest"), where), mt))

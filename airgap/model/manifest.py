@@ -46,6 +46,9 @@ class Descriptor:
         media_type, digest, size = obj.get("mediaType"), obj.get("digest"), obj.get("size")
         if not isinstance(media_type, str) or not isinstance(digest, str):
             raise InvalidInput(f"{where}: a descriptor lacks mediaType or digest")
+        if not MEDIA_TYPE.fullmatch(media_type):
+            raise InvalidInput(f"{where}: descriptor {digest[:80]} has a mediaType that is not a media type "
+                               "(1 to 255 printable ASCII characters)")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InvalidInput(f"{where}: descriptor {digest} has an invalid size")
         ann = obj.get("annotations")
@@ -54,7 +57,7 @@ class Descriptor:
             digest=Digest.parse(digest),
             size=size,
             platform=Platform.from_json(obj.get("platform")),
-            artifact_type=obj.get("artifactType") if isinstance(obj.get("artifactType"), str) else None,
+            artifact_type=_artifact_type(obj.get("artifactType")),
             annotations={str(k): str(v) for k, v in ann.items()} if isinstance(ann, dict) else {},
         )
 
@@ -155,7 +158,7 @@ class Manifest:
             layers=layers,
             manifests=manifests,
             subject=subject,
-            artifact_type=at if isinstance(at, str) else None,
+            artifact_type=_artifact_type(at),
         )
 
 
@@ -192,6 +195,16 @@ SIGNATURE_TYPES = (
 def fallback_tag(digest: Digest) -> str:
     """The referrers tag schema: ``sha256-<hex>`` names the index listing ``digest``'s referrers."""
     return f"{digest.algorithm}-{digest.hex}"
+
+
+MEDIA_TYPE = re.compile(r"[\x20-\x7e]{1,255}")
+"""A media type or artifact type as airgap takes it: 1 to 255 printable ASCII characters (it is sent in
+Content-Type and Accept headers, and written into bundle and inventory manifests, whose readers refuse others)."""
+
+
+def _artifact_type(value: Any) -> str | None:
+    """``artifactType`` when it is a media type; a malformed one is ignored (it only selects referrers)."""
+    return value if isinstance(value, str) and MEDIA_TYPE.fullmatch(value) else None
 
 
 _REFERRER_TAG_RE = re.compile(r"sha256-[0-9a-f]{64}(?:\.sig|\.att|\.sbom)?")

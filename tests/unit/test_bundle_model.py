@@ -202,6 +202,17 @@ def test_unsafe_chunk_names_refused(tmp_path: Path, name: str) -> None:
     lambda d: d.update(created="2026-11-28T10:00:00+00:00"),
     lambda d: d.update(images=[{"registry": "r", "repository": "x", "tag": "t", "digest": "sha256:" + "a" * 64,
                                 "media_type": "m", "platforms": ["linux"], "manifests": [], "blobs": []}]),
+    # media types go into Content-Type headers: printable ASCII only
+    lambda d: d["blobs"][0].update(media_type="application/x\r\nX-Injected: 1"),
+    lambda d: d["blobs"][0].update(media_type=""),
+    lambda d: d["blobs"][0].update(media_type="application/\u00e9"),
+    lambda d: d.update(images=[{"registry": "r", "repository": "x", "tag": "t", "digest": "sha256:" + "a" * 64,
+                                "media_type": "m\n", "platforms": [], "manifests": [], "blobs": []}]),
+    # the bundle id names import journals and is a delta's base id: the same grammar as those
+    lambda d: d.update(bundle_id="../../x"),
+    lambda d: d.update(bundle_id=""),
+    lambda d: d.update(bundle_id="b" * 129),
+    lambda d: d.update(bundle_id="b-1\x1b[2J"),
 ])
 def test_inconsistent_manifests_refused(tmp_path: Path, mutate: Any) -> None:
     doc = good_manifest(tmp_path)
@@ -217,6 +228,15 @@ def test_a_key_twice_in_one_object_is_refused(tmp_path: Path) -> None:
     twice = data.replace(b'"chunk_size":', b'"chunk_size": 999, "chunk_size":', 1)
     with pytest.raises(ManifestError, match="'chunk_size' twice"):
         BundleManifest.parse(twice)
+
+
+def test_manifest_json_is_utf8_without_a_byte_order_mark(tmp_path: Path) -> None:
+    """json.loads(bytes) takes UTF-16 and UTF-32 as well: another reader would refuse what airgap took."""
+    text = json.dumps(good_manifest(tmp_path))
+    assert BundleManifest.parse(text.encode())
+    for data in (text.encode("utf-16"), text.encode("utf-32-le"), b"\xef\xbb\xbf" + text.encode()):
+        with pytest.raises(ManifestError, match="not UTF-8 text|not valid JSON"):
+            BundleManifest.parse(data)
 
 
 def with_referrer(tmp_path: Path) -> dict[str, Any]:
@@ -248,6 +268,8 @@ def test_referrers_parse_and_attach_to_their_image(tmp_path: Path) -> None:
     lambda d: d["referrers"][0].update(tag="latest"),  # a tag that does not name the subject
     lambda d: d["referrers"][0].update(tag="../x"),
     lambda d: d["referrers"][0].update(artifact_type=7),
+    lambda d: d["referrers"][0].update(artifact_type="application/x\nb"),
+    lambda d: d["referrers"][0].update(media_type="application/\x00"),
     lambda d: d["referrers"][0].update(subject=d["referrers"][0]["digest"]),
     lambda d: d["referrers"].append(d["referrers"][0]),
     lambda d: d.update(referrers={"a": 1}),

@@ -52,7 +52,9 @@ def test_schema1_refused() -> None:
 @pytest.mark.parametrize("data", [b"not json", b"[]", json.dumps({"mediaType": OCI_MANIFEST}).encode(),
                                   json.dumps({"mediaType": OCI_MANIFEST, "config": CFG,
                                               "layers": [{"digest": "x", "size": 1, "mediaType": "m"}]}).encode(),
-                                  json.dumps({"mediaType": OCI_MANIFEST, "config": {**CFG, "size": -1}}).encode()])
+                                  json.dumps({"mediaType": OCI_MANIFEST, "config": {**CFG, "size": -1}}).encode(),
+                                  image_bytes(layers=[{**LAYER, "mediaType": "application/x\r\nX-Injected: 1"}]),
+                                  image_bytes(layers=[{**LAYER, "mediaType": ""}])])
 def test_malformed(data: bytes) -> None:
     with pytest.raises(InvalidInput):
         Manifest.parse(data, OCI_MANIFEST)
@@ -68,6 +70,9 @@ def test_subject_and_artifact_type() -> None:
     m = Manifest.parse(image_bytes(subject=subj, artifactType="application/x.sig"), None)
     assert m.subject is not None and str(m.subject.digest) == subj["digest"]
     assert m.artifact_type == "application/x.sig"
+    # a malformed artifactType only selects referrers: ignored, the manifest's bytes stay as they are
+    m = Manifest.parse(image_bytes(subject=subj, artifactType="application/x\nsig"), None)
+    assert m.artifact_type is None and m.subject is not None
 
 
 def test_filter_index() -> None:
