@@ -189,7 +189,9 @@ class Inventory:
             return out
 
         try:
-            o = json.loads(data, object_pairs_hook=once)
+            o = json.loads(data.decode("utf-8"), object_pairs_hook=once)  # UTF-8 only, as a bundle manifest
+        except UnicodeDecodeError:
+            raise InventoryError(f"{source} is not UTF-8 text") from None
         except InventoryError:
             raise
         except (ValueError, RecursionError) as exc:

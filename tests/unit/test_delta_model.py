@@ -36,6 +36,10 @@ def test_an_inventory_with_a_key_twice_or_nested_without_end_is_refused() -> Non
         Inventory.parse(data.replace(b'"prefix":', b'"prefix": "other", "prefix":', 1))
     with pytest.raises(InventoryError, match="not valid JSON"):
         Inventory.parse(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(InventoryError, match="not UTF-8 text"):
+        Inventory.parse(data.decode().encode("utf-16"))
+    with pytest.raises(InventoryError, match="not valid JSON"):
+        Inventory.parse(b"\xef\xbb\xbf" + data)  # a byte-order mark
 
 
 def edited(change: dict[str, Any]) -> bytes:
