@@ -43,7 +43,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import FaultProxy, RegistryServer, TokenServer, make_oci_layout, skopeo_copy, skopeo_digest
+from harness import (
+    FaultProxy,
+    RegistryServer,
+    TokenServer,
+    make_oci_layout,
+    skopeo_copy,
+    skopeo_digest,
+    skopeo_inspect_raw,
+)
 
 RegistryFactory = Callable[..., RegistryServer]
 FaultProxyFactory = Callable[..., FaultProxy]
@@ -279,7 +287,14 @@ def test_a_target_that_cannot_serve_a_manifest_it_took_is_named(registry: Regist
     digest = skopeo_digest(src).removeprefix("sha256:")
     (registry.storage / "docker/registry/v2/blobs/sha256" / digest[:2] / digest / "data").write_bytes(b"")
     line = assert_error_line(run_airgap("copy", src, dst), registry.host, "cannot serve it")
-    assert f"remove docker/registry/v2/blobs/sha256/{digest[:2]}/{digest}/data from its storage" in line
+    path = f"docker/registry/v2/blobs/sha256/{digest[:2]}/{digest}/data"
+    assert f"remove this file from its storage: {path}, then" in line
+    # two at once (a full disk cuts several writes short): both named, for one repair
+    child = json.loads(skopeo_inspect_raw(src))["manifests"][0]["digest"].removeprefix("sha256:")
+    (registry.storage / "docker/registry/v2/blobs/sha256" / child[:2] / child / "data").write_bytes(b"")
+    line = assert_error_line(run_airgap("copy", src, dst), registry.host, "cannot serve it", "(and 1 more)")
+    paths = sorted(f"docker/registry/v2/blobs/sha256/{d[:2]}/{d}/data" for d in (digest, child))
+    assert "remove these files from its storage: " in line and all(p in line for p in paths), line
 
 
 # --------------------------------------------------------------------------- 6. transient faults, then success

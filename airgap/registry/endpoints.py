@@ -129,8 +129,13 @@ def check_servable(registries: Registries, pushed: dict[tuple[str, Digest], str]
     if broken:
         (host, digest), repo = broken[0]
         more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+        files = [f"docker/registry/v2/blobs/sha256/{d.hex[:2]}/{d.hex}/data" for (_, d), _ in broken[:MAX_NAMED]]
+        which = "these files" if len(broken) > 1 else "this file"
         raise RegistryError(
             f"{host}/{repo}: the registry took manifest {digest}{more} but cannot serve it: its storage holds a "
             "damaged copy, as a write cut short by a full disk or a stop leaves behind", registry=host, repository=repo,
-            hint=f"a push does not replace it; on distribution (registry:2) remove docker/registry/v2/blobs/sha256/"
-                 f"{digest.hex[:2]}/{digest.hex}/data from its storage, then run the same command again")
+            hint=f"a push does not replace it; on distribution (registry:2) remove {which} from its storage: "
+                 f"{' '.join(files)}{' …' if len(broken) > MAX_NAMED else ''}, then run the same command again")
+
+
+MAX_NAMED = 50  # damaged manifests named in one error (a rerun names those left)
