@@ -278,6 +278,10 @@ def _import_bundle(registries: Registries, reader: BundleReader, target: Target,
     source = BundleSource(reader)
     if journal.done and _still_there(registries, reader.manifest, mapped, jobs):
         result.already_done = True  # the registry holds it all: no chunk is needed, even if a medium is absent
+        # as a run that found it all there counts it: every blob already present, every tag unchanged
+        result.transfer = TransferResult(
+            skipped=len({(m.target.host, m.target.repository, d) for m in mapped for d in m.image.blobs}),
+            unchanged={str(m.target) for m in mapped if m.target.tag})
         result.seconds = time.monotonic() - t0
         return result
     check_chunks_present(reader, mapped, repairer)

@@ -56,9 +56,13 @@ def test_round_trip_with_prefix_json_and_noop_rerun(bundle: Path, key: Path, reg
     assert doc["blobs"]["mounted"] >= 2 and doc["blobs"]["skipped"] == 0
     again = do_import(run_airgap, bundle, key, f"{registry2.host}/mirror", tmp_path)
     assert again.returncode == 0 and "nothing to do" in again.stdout
-    # the audit log has both runs, and no secrets
+    # a run that finds it all there counts it so: every blob already present, every tag unchanged
+    done = json.loads(do_import(run_airgap, bundle, key, f"{registry2.host}/mirror", tmp_path, "--json").stdout)
+    assert done["already_done"] and all(i["unchanged"] and i["status"] == "ok" for i in done["images"])
+    assert done["blobs"] == {"uploaded": 0, "mounted": 0, "skipped": sum(doc["blobs"].values())}
+    # the audit log has every run, and no secrets
     audit = [json.loads(line) for line in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()]
-    assert [a["event"] for a in audit] == ["import", "import"] and all(a["outcome"] == "ok" for a in audit)
+    assert [a["event"] for a in audit] == ["import"] * 3 and all(a["outcome"] == "ok" for a in audit)
     assert audit[0]["bundle_id"] == doc["bundle_id"] and audit[0]["key_id"].startswith("ed25519:")
     assert {i["digest"] for i in audit[0]["images"]} == set(digests.values())
 
@@ -142,6 +146,8 @@ def test_digest_only_images_stay_digest_references(demo_registry: RegistryServer
     assert json.loads(r.stdout)["images"][0]["target"] == f"{registry2.host}/demo/multi@{digest}"
     assert skopeo_digest(f"{registry2.host}/demo/multi@{digest}") == digest
     assert not registry2.client().get("/v2/demo/multi/tags/list").json().get("tags")
+    r = do_import(run_airgap, out, key, f"{registry2.host}/again", tmp_path)  # the text says the reference once
+    assert r.returncode == 0 and f"imported  {registry2.host}/again/demo/multi@{digest}\n" in r.stdout, r.stdout
 
 
 def test_disaster_recovery_whole_registry(demo_registry: RegistryServer, registry2: RegistryServer, key: Path,

@@ -196,7 +196,8 @@ def _summary(result: ImportResult, doc: dict[str, Any]) -> None:
         return
     for img in doc["images"]:
         mark = "FAILED   " if img["status"] != "ok" else "unchanged" if img["unchanged"] else "imported "
-        click.echo(f"{mark} {img['target']}@{img['digest']}")
+        shown = img["target"] if "@" in img["target"] else f"{img['target']}@{img['digest']}"  # by digest: once
+        click.echo(f"{mark} {shown}")
     if result.repaired:
         click.echo(f"rebuilt from parity: {', '.join(result.repaired)}")
     b = doc["blobs"]
