@@ -23,9 +23,11 @@ def state_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "airgap"
 
 
-def default_audit_log() -> Path:
+def default_audit_log(state: Path | None = None) -> Path:
+    """Where a run without ``--audit-log`` records itself: ``$AIRGAP_AUDIT_LOG`` (a log an administrator set up
+    for every run wins over a per-run ``--state-dir``), else ``audit.jsonl`` in ``state`` or :func:`state_dir`."""
     env = os.environ.get("AIRGAP_AUDIT_LOG")
-    return Path(env) if env else state_dir() / "audit.jsonl"
+    return Path(env) if env else (state or state_dir()) / "audit.jsonl"
 
 
 def _user() -> str:

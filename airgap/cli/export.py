@@ -184,7 +184,8 @@ def _parity_plan(total: int, chunk_size: int, spec: ParitySpec | None) -> str:
                    "Repeatable.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (images, blobs, sizes, chunks) and write nothing.")
 @click.option("--audit-log", type=click.Path(dir_okay=False, path_type=Path),
-              help="Append-only audit log (default $XDG_STATE_HOME/airgap/audit.jsonl, or $AIRGAP_AUDIT_LOG).")
+              help="Append-only audit log (default: $AIRGAP_AUDIT_LOG if set, else "
+                   "$XDG_STATE_HOME/airgap/audit.jsonl).")
 @registry_options
 @click.pass_obj
 def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | None, repositories: tuple[str, ...],

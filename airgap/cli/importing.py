@@ -78,7 +78,7 @@ def result_json(result: ImportResult) -> dict[str, Any]:
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where resume journals are kept (default $XDG_STATE_HOME/airgap).")
 @click.option("--audit-log", type=click.Path(dir_okay=False, path_type=Path),
-              help="Append-only audit log (default: STATE_DIR/audit.jsonl, or $AIRGAP_AUDIT_LOG).")
+              help="Append-only audit log (default: $AIRGAP_AUDIT_LOG if set, else STATE_DIR/audit.jsonl).")
 @click.option("--insecure-skip-signature", is_flag=True,
               help="DANGEROUS: import without checking the signature. Recorded in the audit log.")
 @click.option("--username", help="User name for the target registry (else `airgap login` / docker config).")
@@ -98,7 +98,7 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
     """
     refuse_password_without_user(password_stdin, ("--username", username))
     target = Target.parse(to)
-    log_path = audit_log or (state_dir / "audit.jsonl" if state_dir else audit.default_audit_log())
+    log_path = audit_log or audit.default_audit_log(state_dir)
     if not dry_run:
         audit.check(log_path)  # an import that cannot be recorded does not start
     base = {"bundle_dir": str(directory.absolute()), "target": str(target),
