@@ -9,6 +9,7 @@ state directory (the media may be read-only) as soon as it finds the chunk missi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -200,6 +201,7 @@ class Repairer:
                     targets[n] = Target(self.out_dir / c.name, c)
                 else:
                     missing.append(c.name)
+            make_dir(self.out_dir.parent, mode=0o700)  # STATE_DIR/repaired: private, as the state directory
             make_dir(self.out_dir, mode=0o700)
             _rebuild(self.manifest, self.parity, stripe, sources, targets, missing)
             self.rebuilt.extend(t.chunk.name for t in targets.values() if t.chunk is not None)
@@ -219,5 +221,7 @@ class Repairer:
         return out
 
     def cleanup(self) -> None:
-        """After a complete import: the rebuilt copies are no longer needed."""
+        """After a complete import: the rebuilt copies are no longer needed (nor ``repaired/``, once empty)."""
         shutil.rmtree(self.out_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.out_dir.parent.rmdir()
