@@ -434,6 +434,7 @@ def _export(registries: Registries, requests: list[ImageRequest], out_dir: Path,
         bases, relied = _delta_members(options.exclude, by_digest)
         bundle_id = "b-" + uuid.uuid4().hex
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        _check_space(out_dir, sum(e.size for e in entries), options)  # before anything is written
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / STATE_DIR).mkdir(exist_ok=True)
@@ -450,7 +451,8 @@ def _export(registries: Registries, requests: list[ImageRequest], out_dir: Path,
     total = sum(e.size for e in entries)
     if on_plan is not None:
         on_plan(images, len(entries) - 2, total)
-    _check_space(out_dir, total, options)
+    if state is not None:
+        _check_space(out_dir, total, options)  # what the interrupted run has not written yet
     progress(Planned(images=len(images), blobs=len(entries) - 2, total_bytes=total))
     try:
         chunks, spans, resumed = write_stream(
