@@ -218,16 +218,18 @@ def plan_members(sources: Sources, requests: list[ImageRequest], progress: Progr
                        separators=(",", ":")).encode()
     entries.append(_Entry("index.json", len(index), "", None, index))
     if unsigned:
+        lead = (f"{counted(len(unsigned), 'image')} {'carries' if len(unsigned) == 1 else 'carry'} no signature: "
+                + ", ".join(unsigned))
         types = referrer_options.types
         if types and not set(types) & set(SIGNATURE_TYPES):
-            raise InvalidInput(f"{len(unsigned)} image(s) carry no signature: {', '.join(unsigned)}: --referrer-type "
+            raise InvalidInput(f"{lead}: --referrer-type "
                                f"keeps only {', '.join(types)}, which leaves signatures out",
                                hint="add --referrer-type for your signatures' type, e.g. "
                                     f"{SIGNATURE_TYPES[0]}")
         if all("--platform replaces" in u for u in unsigned):
-            raise InvalidInput(f"{len(unsigned)} image(s) carry no signature: {', '.join(unsigned)}",
+            raise InvalidInput(lead,
                                hint="export all their platforms, or export without --require-signature")
-        raise InvalidInput(f"{len(unsigned)} image(s) carry no signature: {', '.join(unsigned)}",
+        raise InvalidInput(lead,
                            hint="sign them upstream (a cosign .sig tag, or a signature referrer such as cosign's "
                                 "or Notation's), or export without --require-signature")
     return entries, images, before, notices, referrers
@@ -567,7 +569,7 @@ def _complete_manifest(out_dir: Path, key: PrivateKey | None) -> BundleManifest:
     if bad:
         names = ", ".join(f"{p.chunk.name} ({p.kind})" for p in bad[:5]) + (" …" if len(bad) > 5 else "")
         raise InvalidInput(f"output directory {out_dir} holds a complete bundle ({manifest.bundle_id}) with "
-                           f"{len(bad)} chunk(s) missing or damaged: {names}",
+                           f"{counted(len(bad), 'chunk')} missing or damaged: {names}",
                            hint="copy them again from a good copy of the bundle (`airgap verify` names every "
                                 "damaged one; `airgap repair` rebuilds them if it has parity), or export into a "
                                 "new directory")

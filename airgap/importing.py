@@ -159,7 +159,7 @@ def check_chunks_present(reader: BundleReader, mapped: list[Mapped], repairer: R
     if ok:
         hint += "; these images have all their chunks and can be imported now with --image: " + ", ".join(ok)
     parity = "".join(f"; parity cannot rebuild them: {d.describe()}" for d in lost[:1])
-    raise ChunkMissing(f"{len(missing)} chunk(s) missing ({names}); needed by "
+    raise ChunkMissing(f"{counted(len(missing), 'chunk')} missing ({names}); needed by "
                        + ", ".join(x.image.reference for x in hit) + parity, hint=hint)
 
 

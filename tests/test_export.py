@@ -162,7 +162,7 @@ def test_rerun_into_a_complete_bundle_with_other_options_is_refused(demo_registr
     again = run_airgap(*base, *amd64)
     assert again.returncode == 0 and "nothing to do" in again.stdout, again.output
     # damaged since: not "nothing to do"
-    for damage, says in [("chunk", "1 chunk(s) missing or damaged: chunk-000000.bin (missing)"),
+    for damage, says in [("chunk", "1 chunk missing or damaged: chunk-000000.bin (missing)"),
                          ("sig", "whose signature does not hold")]:
         copy = tmp_path / f"damaged-{damage}"
         shutil.copytree(out, copy)
@@ -394,7 +394,7 @@ def test_dry_run_writes_nothing(demo_registry: RegistryServer, tmp_path: Path, r
     r = run_airgap("export", f"{demo_registry.host}/demo/large:1.0", "--output", str(out), "--dry-run",
                    "--chunk-size", "dvd")
     assert r.returncode == 0, r.output
-    assert "1 image," in r.stdout and "(1 dvd media)" in r.stdout
+    assert "1 image," in r.stdout and "(1 dvd disc)" in r.stdout
     assert not out.exists()
 
 

@@ -490,7 +490,7 @@ def test_chunks_on_two_media(bundle: Bundle, registry: RegistryServer, run_airga
     state = tmp_path / "state"
 
     r = run_airgap(*import_args(bundle, registry.host, state))
-    line = assert_error_line(r, f"{len(moved)} chunk(s) missing", *(p.name for p in moved), "demo/large:1.0",
+    line = assert_error_line(r, f"{len(moved)} chunks missing", *(p.name for p in moved), "demo/large:1.0",
                              "--media", exit_code=EXIT_BUNDLE)
     assert "demo/base-a:1.0" in line.split("can be imported now", 1)[1]
     assert inventory(registry, bundle.manifest).empty

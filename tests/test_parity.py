@@ -120,8 +120,8 @@ def test_export_writes_parity_listed_in_the_signed_manifest(parity_2m: Bundle, r
     assert dry.returncode == 0 and "plus 1 parity chunk" in dry.stdout, dry.output
     dry = run_airgap("export", parity_2m.source.ref("demo/large:1.0"), "--output", "/nonexistent", "--dry-run",
                      "--chunk-size", "cd", "--parity", "1")
-    assert dry.returncode == 0 and "1 chunk (1 cd media)" in dry.stdout, dry.output
-    assert "plus 1 parity chunk (1 more cd media)" in dry.stdout, dry.output  # parity goes on other media
+    assert dry.returncode == 0 and "1 chunk (1 cd disc)" in dry.stdout, dry.output
+    assert "plus 1 parity chunk (1 more cd disc)" in dry.stdout, dry.output  # parity goes on other media
 
 
 def test_verify_says_what_parity_can_rebuild(bundle: Bundle, run_airgap: RunAirgap) -> None:
@@ -178,7 +178,7 @@ def test_repair_cli_into_another_directory(bundle: Bundle, run_airgap: RunAirgap
     assert r.returncode == 0, r.output
     assert f"chunk-000000.bin: was corrupt; rebuilt into {out / 'chunk-000000.bin'}" in r.stdout
     assert "parity-000000-000.bin: was missing" in r.stdout
-    assert "2 chunk(s) rebuilt from parity" in r.stdout and f"pass --media {out}" in r.stdout
+    assert "2 chunks rebuilt from parity" in r.stdout and f"pass --media {out}" in r.stdout
     assert snapshot(bundle.dir) == damaged  # the bundle directory was not touched
     assert snapshot(out) == {n: before[n] for n in ("chunk-000000.bin", "parity-000000-000.bin")}
     # in place: the damaged chunk is replaced, the intact ones are left alone
@@ -324,7 +324,7 @@ def test_import_with_three_lost_names_them_and_the_limit(bundle: Bundle, registr
     for name in ("chunk-000001.bin", "chunk-000002.bin", "parity-000000-000.bin"):
         damage(bundle.dir / name, "delete")
     r = run_airgap(*import_args(bundle, registry.host, tmp_path / "state"))
-    assert_error_line(r, "2 chunk(s) missing (chunk-000001.bin, chunk-000002.bin)", "parity cannot rebuild them",
+    assert_error_line(r, "2 chunks missing (chunk-000001.bin, chunk-000002.bin)", "parity cannot rebuild them",
                       "stripe 0 has 3 chunks missing or damaged (chunk-000001.bin, chunk-000002.bin, "
                       "parity-000000-000.bin)",
                       "at most 2 per stripe", exit_code=EXIT_BUNDLE)

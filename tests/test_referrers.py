@@ -191,8 +191,8 @@ def test_referrer_options_and_require_signature(registry: RegistryServer, regist
     image(registry, tmp_path, "team/unsigned", "v1", "unsigned")
     r = run_airgap("export", f"{registry.host}/{repo}:v1", f"{registry.host}/team/unsigned:v1", "--dry-run",
                    "--require-signature", "-o", str(tmp_path / "x"))
-    assert r.returncode == 2 and f"carry no signature: {registry.host}/team/unsigned:v1" in r.stderr
-    assert f"{repo}:v1" not in r.stderr.split("carry no signature:")[1]
+    assert r.returncode == 2 and f"1 image carries no signature: {registry.host}/team/unsigned:v1" in r.stderr
+    assert f"{repo}:v1" not in r.stderr.split("carries no signature:")[1]
     r = run_airgap("export", f"{registry.host}/{repo}:v1", "--dry-run", "--require-signature",
                    "-o", str(tmp_path / "x"))
     assert r.returncode == 0 and f"referrer {SPDX}" in r.stdout, r.output

@@ -169,7 +169,8 @@ def rebuild_stripe(k: int, m: int, count: int, size: int, sources: Mapping[int, 
     data_known = [n for n in range(k) if n in sources or n >= count]
     chosen = (data_known + sorted(n for n in sources if n >= k))[:k]
     if len(chosen) < k:
-        raise NotRepairable(f"a stripe with {len(targets)} chunk(s) to rebuild has only {len(chosen)} of the {k} "
+        raise NotRepairable(f"a stripe with {len(targets)} chunk{'' if len(targets) == 1 else 's'} to rebuild has "
+                            f"only {len(chosen)} of the {k} "
                             "chunks needed")
     from airgap.bundle import rscode
 

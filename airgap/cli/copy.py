@@ -19,6 +19,7 @@ from airgap.cli.options import (
 )
 from airgap.cli.progress import ProgressBar
 from airgap.copy import copy, copy_request
+from airgap.inputs import format_size
 from airgap.transfer.plan import ReferrerOptions
 
 
@@ -62,5 +63,5 @@ def copy_cmd(obj: dict[str, bool], src: str, dst: str, platforms: tuple[str, ...
             n = result.referrers
             more = f" with {n} referrer{'s' if n != 1 else ''}" if n else ""
             click.echo(f"copied {image.source} -> {image.target}{more}")
-        click.echo(f"blobs: {result.uploaded} uploaded ({result.bytes_uploaded} bytes), {result.mounted} mounted, "
-                   f"{result.skipped} already present")
+        click.echo(f"blobs: {result.uploaded} uploaded ({format_size(result.bytes_uploaded)}), "
+                   f"{result.mounted} mounted, {result.skipped} already present")

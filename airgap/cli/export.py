@@ -109,11 +109,18 @@ def _selection(refs: tuple[str, ...], images_file: Path | None, repositories: tu
             "registries": list(registries_all), "tag_regex": tag_regex, "platforms": list(platforms)}
 
 
+def _discs(n: int, chunk_size: int, more: str = "") -> str:
+    """`` (2 dvd discs)`` where the chunk size is a disc preset (one chunk per disc); nothing for the others (a
+    `usb` or `fat32` chunk is not one stick)."""
+    preset = {v: k for k, v in MEDIA_PRESETS.items()}.get(chunk_size)
+    if preset is None or preset in ("usb", "fat32"):
+        return ""
+    return f" ({n} {more}{preset} disc{'' if n == 1 else 's'})"
+
+
 def _media_count(size: int, chunk_size: int) -> str:
     n = max(1, -(-size // chunk_size))
-    presets = {v: k for k, v in MEDIA_PRESETS.items()}
-    media = f" ({n} {presets[chunk_size]} media)" if chunk_size in presets else ""
-    return f"{counted(n, 'chunk')}{media}"
+    return f"{counted(n, 'chunk')}{_discs(n, chunk_size)}"
 
 
 def _exclusions(inventories: tuple[Path, ...], pubkeys: tuple[Path, ...], since: tuple[Path, ...]
@@ -135,9 +142,7 @@ def _parity_plan(total: int, chunk_size: int, spec: ParitySpec | None) -> str:
         return ""
     layout = StripeLayout.plan(max(1, -(-total // chunk_size)), spec)
     n = layout.stripes * layout.parity
-    presets = {v: k for k, v in MEDIA_PRESETS.items()}
-    media = f" ({n} more {presets[chunk_size]} media)" if chunk_size in presets else ""
-    return f", plus {counted(n, 'parity chunk')}{media}"
+    return f", plus {counted(n, 'parity chunk')}{_discs(n, chunk_size, 'more ')}"
 
 
 @click.command("export")

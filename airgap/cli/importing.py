@@ -208,7 +208,7 @@ def _summary(result: ImportResult, doc: dict[str, Any]) -> None:
                f"{b['skipped']} already present; {result.seconds:.1f}s")
     if result.referrers:
         written = result.referrer_indexes
-        click.echo(f"{result.referrers} referrers (signatures, SBOMs, attestations) pushed"
+        click.echo(f"{counted(result.referrers, 'referrer')} (signatures, SBOMs, attestations) pushed"
                    + (f"; {written} referrers tag index{'es' if written != 1 else ''} updated" if written else ""))
 
 

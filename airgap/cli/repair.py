@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from airgap.inputs import format_size
+from airgap.inputs import counted, format_size
 from airgap.repair import repair_bundle
 from airgap.signing import load_public_key
 
@@ -43,6 +43,6 @@ def repair_cmd(obj: dict[str, bool], directory: Path, pubkeys: tuple[Path, ...],
     seconds = max(result.seconds, 1e-6)
     elsewhere = f"; pass --media {result.output} to verify or import with them" if output is not None and \
         output.resolve() != directory.resolve() else ""
-    click.echo(f"bundle {m.bundle_id}: {len(result.rebuilt)} chunk(s) rebuilt from parity "
+    click.echo(f"bundle {m.bundle_id}: {counted(len(result.rebuilt), 'chunk')} rebuilt from parity "
                f"({format_size(result.bytes_rebuilt)} in {result.seconds:.1f}s, "
                f"{format_size(int(result.bytes_rebuilt / seconds))}/s){elsewhere}")

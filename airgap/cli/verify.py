@@ -61,8 +61,8 @@ def verify_cmd(obj: dict[str, bool], directory: Path, pubkeys: tuple[Path, ...],
     if not result.ok:
         _parity_verdict(result, directory, pubkeys, media)
     if not obj["quiet"]:
-        click.echo(f"bundle {m.bundle_id} OK: signed by {result.signer.key_id}, {len(m.chunks)} chunks "
-                   f"({format_size(m.stream_size)}), {len(m.images)} images")
+        click.echo(f"bundle {m.bundle_id} OK: signed by {result.signer.key_id}, {counted(len(m.chunks), 'chunk')} "
+                   f"({format_size(m.stream_size)}), {counted(len(m.images), 'image')}")
 
 
 def _parity_verdict(result: VerifyResult, directory: Path, pubkeys: tuple[Path, ...],
