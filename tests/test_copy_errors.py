@@ -64,7 +64,7 @@ ACCEPT = ", ".join([
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ])
 PASSWORD = "s3cret-pass"
-SUMMARY = re.compile(r"blobs: (\d+) uploaded \(\d+ bytes\), (\d+) mounted, (\d+) already present")
+SUMMARY = re.compile(r"blobs: (\d+) uploaded \([^)]+\), (\d+) mounted, (\d+) already present")
 REGISTRY_EXIT = 5  # RegistryError.exit_code
 
 
