@@ -7,7 +7,10 @@ tests/test_conformance.py checks what airgap writes against the document, not ag
 is stricter than the specification's MUSTs (unknown members refused at every level, not only the top;
 index.json checked against section 2.4 and reported; the tag grammar of the distribution spec; the
 end-of-archive marker checked), that is deliberate: a writer change that a second implementation could
-trip over should fail the test and be settled in the specification, not in this reader.
+trip over should fail the test and be settled in the specification, not in this reader. Where the
+specification tells readers to tolerate what writers MUST NOT write (members it does not name inside its
+objects, an empty base or relies_on, tar type 7), this reader refuses it, so that the test holds the writer
+to the MUST NOT; it is a conformance check of writers, not a model of a lenient importer.
 
 Usage:
   specreader.py BUNDLE --pubkey KEY.pub [--pubkey ...] [--media DIR ...] [--extract OUT]
