@@ -181,4 +181,5 @@ class ChunkWriter:
             with contextlib.suppress(OSError):
                 self._file.abort()
             self._file = None
-            self._tmp().unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a medium pulled out answers this too: the first error is the one
+                self._tmp().unlink(missing_ok=True)

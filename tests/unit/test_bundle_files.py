@@ -39,3 +39,25 @@ def test_something_mounted_on_the_way_is_taken_for_the_medium() -> None:
     assert unmounted_medium(point / "bundle", [point.parent]) is None
     assert unmounted_medium(point.parent / "not-a-mount-point" / "bundle", [point.parent]) == \
         point.parent / "not-a-mount-point"
+
+
+def test_aborting_a_chunk_on_a_medium_that_is_gone_keeps_the_first_error(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stick pulled out mid-export (a FUSE mount whose daemon died: ENOTCONN, a kernel mount: EIO) fails the
+    write, then the removal of the unfinished chunk too: that second error must not replace the first one."""
+    import errno
+
+    from airgap.bundle.chunks import ChunkWriter, Journal
+
+    writer = ChunkWriter(tmp_path, 1 << 20, Journal(tmp_path / "journal.jsonl"))
+    writer.write(b"x" * 5000)
+    real_unlink = Path.unlink
+
+    def gone(self: Path, missing_ok: bool = False) -> None:
+        if self.name.endswith(".partial"):
+            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected", str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", gone)
+    writer.abort()  # does not raise
+    assert writer._file is None
