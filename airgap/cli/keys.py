@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from pathlib import Path
 
 import click
 
-from airgap.signing import generate_keypair, read_passphrase
+from airgap.signing import KeyPermissionWarning, generate_keypair, read_passphrase
 
 
 @click.command("keygen")
@@ -24,6 +26,14 @@ def keygen_cmd(obj: dict[str, bool], path: Path, passphrase_file: Path | None, f
     if obj["quiet"]:
         click.echo(public.key_id)
         return
-    click.echo(f"private key: {path} ({'encrypted' if passphrase else 'NOT encrypted'}, mode 0600)")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:  # FAT, exFAT, NTFS (a USB stick): the file system keeps no modes, chmod changes nothing
+        warnings.warn(KeyPermissionWarning(
+            f"the file system of {path.parent} does not keep file modes: the private key {path} is mode {mode:04o}, "
+            "readable by anyone who can read that medium; "
+            + ("keep it on a file system that keeps modes (not FAT, exFAT or NTFS)" if passphrase else
+               "keep it on a file system that keeps modes (not FAT, exFAT or NTFS), or encrypt it with a passphrase "
+               "(--passphrase-file)")), stacklevel=1)
+    click.echo(f"private key: {path} ({'encrypted' if passphrase else 'NOT encrypted'}, mode {mode:04o})")
     click.echo(f"public key:  {path}.pub")
     click.echo(f"key id:      {public.key_id}")

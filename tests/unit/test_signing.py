@@ -617,3 +617,22 @@ def test_keygen_creates_missing_directories_and_reports_unwritable(tmp_path: Pat
     blocker.write_text("not a directory")
     with pytest.raises(_KeyFileError, match="cannot create"):
         _gen(blocker / "k")
+
+
+def test_keygen_onto_a_file_system_that_keeps_no_modes_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """exFAT or NTFS on a USB stick: the key file is 0777 whatever chmod asks, and keygen said "mode 0600".
+    Here a chmod that the file system turns into 0777 stands in for one."""
+    from airgap.cli.main import main
+
+    real_fchmod = os.fchmod
+    monkeypatch.setattr(os, "fchmod", lambda fd, mode: real_fchmod(fd, 0o777))
+    assert main(["keygen", str(tmp_path / "stick.key")]) == 0
+    out, err = capsys.readouterr()
+    assert "NOT encrypted, mode 0777" in out and "mode 0600" not in out
+    assert "airgap: warning: the file system of" in err and "does not keep file modes" in err
+    assert "or encrypt it with a passphrase" in err
+    monkeypatch.setattr(os, "fchmod", real_fchmod)
+    assert main(["keygen", str(tmp_path / "disk.key")]) == 0
+    out, err = capsys.readouterr()
+    assert "NOT encrypted, mode 0600" in out and "warning" not in err
