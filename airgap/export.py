@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from airgap import __version__
-from airgap.bundle.files import STATE_DIR, BundleError, os_error, unmounted_note, write_atomic
+from airgap.bundle.files import STATE_DIR, BundleError, os_error, refuse_file_size, unmounted_note, write_atomic
 from airgap.bundle.parity import write_parity
 from airgap.bundle.reader import BundleReader, read_signed_manifest
 from airgap.bundle.stream import Member
@@ -361,7 +361,8 @@ def _found(registries: Registries, out_dir: Path, requests: list[ImageRequest], 
             raise InvalidInput(
                 f"output directory {out_dir} holds an interrupted export of something else "
                 f"({_describe_difference(state.get('request', {}), key_now)})",
-                hint="run it with the same images and options to finish it, or choose another directory")
+                hint="run it with the same images and options to finish it, choose another directory, or delete "
+                     f"{out_dir / STATE_DIR} and the chunk files beside it to begin this one there")
         return status, None, state
     return status, None, None
 
@@ -375,6 +376,7 @@ def export(registries: Registries, requests: list[ImageRequest], out_dir: Path, 
     note = unmounted_note(out_dir)
     if note is not None:  # said before anything is written
         progress(Notice(note))
+    refuse_file_size(out_dir, options.chunk_size)
     created = _make_output_dir(out_dir)
     try:
         with exclusive(out_dir, f"another airgap run is writing to output directory {out_dir}"):

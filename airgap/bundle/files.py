@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,6 +64,42 @@ def unmounted_note(path: Path) -> str | None:
         return None
     return (f"nothing is mounted at {spot}: the bundle goes onto the disk under it, not onto a medium; if one was "
             f"meant, stop (Ctrl-C), delete {path}, mount the medium and run the same command again")
+
+
+FAT_TYPES = frozenset({"vfat", "msdos", "umsdos", "fat", "fuse.fusefat"})
+FAT_MAX_FILE = 4 * 1024**3 - 1  # FAT32 keeps a file's size in 32 bits
+
+
+def file_system_type(path: Path, mountinfo: str | None = None) -> str | None:
+    """The type of the file system ``path`` is (or would be created) on, as the kernel names it (``vfat``, ``ext4``,
+    ``fuseblk``, ...), from ``/proc/self/mountinfo``; None where that cannot be read (not Linux)."""
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return None
+    real = Path(os.path.realpath(path))
+    best: tuple[int, str] | None = None
+    for line in mountinfo.splitlines():
+        fields, _, after = line.partition(" - ")
+        parts = fields.split()
+        if len(parts) < 5 or not after:
+            continue
+        point = Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), parts[4]))
+        if point == real or point in real.parents:
+            depth = len(point.parts)
+            if best is None or depth >= best[0]:  # the deepest; of mounts stacked on one point, the last
+                best = (depth, after.split()[0])
+    return best[1] if best else None
+
+
+def refuse_file_size(out_dir: Path, chunk_size: int) -> None:
+    """Refuse chunks larger than the file system of ``out_dir`` holds (FAT32: 4 GiB less a byte), before anything is
+    written: otherwise the first chunk fails only once 4 GiB of it are on the medium."""
+    fs = file_system_type(out_dir)
+    if fs in FAT_TYPES and chunk_size > FAT_MAX_FILE:
+        raise FileTooLarge(f"{out_dir} is on a FAT file system ({fs}), whose files hold at most 4 GiB less a byte, "
+                           f"and the chunk size is {chunk_size} bytes")
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:

@@ -12,7 +12,7 @@ import click
 from click.core import ParameterSource
 
 from airgap import audit
-from airgap.bundle.files import unmounted_note
+from airgap.bundle.files import refuse_file_size, unmounted_note
 from airgap.cli.options import keychain_with, make_registries, parse_platforms, registry_options
 from airgap.cli.progress import ProgressBar
 from airgap.cli.verify import delta_summary
@@ -233,6 +233,7 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
             note = unmounted_note(output)
             if note is not None:
                 click.echo(f"note: {note}", err=True)
+            refuse_file_size(output, size)
             relied: dict[Digest, ReliedBlob] = {}
             entries, images, before, _, referrers = plan_members(
                 Sources(registries), requests, ProgressBar(quiet=True, desc="export"), options, relied)

@@ -61,3 +61,41 @@ def test_aborting_a_chunk_on_a_medium_that_is_gone_keeps_the_first_error(tmp_pat
     monkeypatch.setattr(Path, "unlink", gone)
     writer.abort()  # does not raise
     assert writer._file is None
+
+
+MOUNTINFO = """\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+40 22 8:17 / /media/usb rw,nosuid shared:20 - vfat /dev/sdb1 rw,fmask=0022
+41 22 8:33 / /media/my\\040stick rw,nosuid shared:21 - exfat /dev/sdc1 rw
+42 22 0:50 / /mnt/ntfs rw,nosuid shared:22 - fuseblk /dev/sdd1 rw,user_id=0
+43 42 8:49 / /mnt/ntfs rw,nosuid shared:23 - vfat /dev/sde1 rw
+"""
+
+
+def test_the_file_system_of_a_path_is_its_deepest_mount() -> None:
+    from airgap.bundle.files import file_system_type
+
+    assert file_system_type(Path("/media/usb/bundle/x"), MOUNTINFO) == "vfat"
+    assert file_system_type(Path("/media/usb"), MOUNTINFO) == "vfat"
+    assert file_system_type(Path("/media/usbx/bundle"), MOUNTINFO) == "ext4"
+    assert file_system_type(Path("/media/my stick/bundle"), MOUNTINFO) == "exfat"  # \\040 is a space
+    assert file_system_type(Path("/mnt/ntfs/b"), MOUNTINFO) == "vfat"  # stacked on one point: the last one
+    assert file_system_type(Path("/srv/b"), MOUNTINFO) == "ext4"
+    assert file_system_type(Path("/srv/b"), "garbage\n") is None
+
+
+def test_a_chunk_larger_than_fat32_holds_is_refused_before_anything_is_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first chunk used to fail only once 4 GiB of it were on the stick (minutes of writing)."""
+    import airgap.bundle.files as files
+    from airgap.bundle.files import FileTooLarge, refuse_file_size
+
+    monkeypatch.setattr(files, "file_system_type", lambda path, mountinfo=None: "vfat")
+    fat = r"is on a FAT file system \(vfat\).*--chunk-size the file system takes: fat32"
+    with pytest.raises(FileTooLarge, match=fat) as err:
+        refuse_file_size(tmp_path / "bundle", 5 * 1024**3)
+    assert err.value.exit_code == 2
+    refuse_file_size(tmp_path / "bundle", 4 * 1024**3 - 1)  # the fat32 preset fits
+    monkeypatch.setattr(files, "file_system_type", lambda path, mountinfo=None: "exfat")
+    refuse_file_size(tmp_path / "bundle", 5 * 1024**3)  # exFAT has no such limit
+    assert not (tmp_path / "bundle").exists()
