@@ -456,7 +456,7 @@ def _export(registries: Registries, requests: list[ImageRequest], out_dir: Path,
     if on_plan is not None:
         on_plan(images, len(entries) - 2, total)
     if state is not None:
-        _check_space(out_dir, total, options)  # what the interrupted run has not written yet
+        _check_space(out_dir, total, options, resuming=True)  # what the interrupted run has not written yet
     progress(Planned(images=len(images), blobs=len(entries) - 2, total_bytes=total))
     try:
         chunks, spans, resumed = write_stream(
@@ -535,7 +535,7 @@ def _delta_members(exclude: Exclusions | None, relied: dict[Digest, ReliedBlob]
             tuple(replace(r, base=renumber[r.base]) for r in sorted(relied.values(), key=lambda r: str(r.digest))))
 
 
-def _check_space(out_dir: Path, total: int, options: ExportOptions) -> None:
+def _check_space(out_dir: Path, total: int, options: ExportOptions, *, resuming: bool = False) -> None:
     """The stream is at most the blobs' size plus a little framing; refuse to start without room for it."""
     done = sum(p.stat().st_size for p in out_dir.glob("chunk-*.bin"))
     stream = int(total * 1.001) + 64 * 1024
@@ -548,7 +548,8 @@ def _check_space(out_dir: Path, total: int, options: ExportOptions) -> None:
         from airgap.inputs import format_size
 
         raise BundleError(f"{out_dir} has {format_size(free)} free but the bundle needs up to {format_size(need)} more",
-                          hint="free some space or choose other media; the export resumes from where it stopped")
+                          hint="free some space or choose other media, then run the same command again"
+                               + ("; the export resumes from where it stopped" if resuming else ""))
 
 
 def _complete_manifest(out_dir: Path, key: PrivateKey | None) -> BundleManifest:

@@ -607,6 +607,7 @@ def test_full_disk_on_export(exported_12m: Exported, airgap_env: dict[str, str],
         r = run_airgap(*src.export_args(out))
         line = _one_line(r, str(out), "free but the bundle needs up to", "free some space")
         assert not out.exists()  # not even the state of an export that never began
+        assert "resumes" not in line  # nothing to resume
         print(f"precheck: {line}")
         filler.unlink()
 

@@ -494,6 +494,10 @@ def test_chunks_on_two_media(bundle: Bundle, registry: RegistryServer, run_airga
                              "--media", exit_code=EXIT_BUNDLE)
     assert "demo/base-a:1.0" in line.split("can be imported now", 1)[1]
     assert inventory(registry, bundle.manifest).empty
+    # verify of the first medium alone points at the others too, not only at the source bundle
+    r = run_airgap("verify", str(bundle.dir), "--pubkey", str(bundle.pub))
+    line = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 7 and "pass each other one with --media DIR" in line, r.output
 
     r = run_airgap(*import_args(bundle, registry.host, state, "--media", str(media2)))
     assert_complete(registry, bundle, run=r)

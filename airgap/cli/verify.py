@@ -56,8 +56,11 @@ def verify_cmd(obj: dict[str, bool], directory: Path, pubkeys: tuple[Path, ...],
         if extra not in report.renamed.values():
             click.echo(f"note: {extra} is not part of the bundle", err=True)
     if not result.ok and m.parity is None:
+        missing = any(p.kind == "missing" for p in report.problems)
         raise BundleDamaged(
-            f"bundle {m.bundle_id}: {len(report.problems)} of {len(m.chunks)} chunks missing or damaged")
+            f"bundle {m.bundle_id}: {len(report.problems)} of {len(m.chunks)} chunks missing or damaged",
+            hint=("if the bundle spans several media (discs), pass each other one with --media DIR; else "
+                  + BundleDamaged.default_hint) if missing else None)
     if not result.ok:
         _parity_verdict(result, directory, pubkeys, media)
     if not obj["quiet"]:
