@@ -28,11 +28,29 @@ class DiskFull(BundleError):
     default_hint = "free some space (or use other media) and run the same command again: it resumes"
 
 
+_MANGLED = re.compile(r"(?i)manifest[._]jso(?:n(?:[._;].*)?)?|manifest\.sig(?:;1)?|manifest_json\.sig(?:;1)?|"
+                      r"chunk[_-]?\d+\.bin;1|chunk_\d+\.bin|chunk\d{3}\.bin")
+MANGLED_HINT = ("its file names look changed by a disc mastered without Rock Ridge or Joliet (ISO 9660 names: "
+                "manifest_json.sig, CHUNK_000000.BIN;1, 8.3 names): master the disc again with "
+                "`xorriso -as mkisofs -R -J -o disc.iso DIR`, or copy the files back under their names")
+
+
+def mangled_names(directory: Path) -> bool:
+    """Whether ``directory`` holds a bundle's files under the names a plain ISO 9660 disc gives them."""
+    try:
+        return any(_MANGLED.fullmatch(p.name) and p.name not in ("manifest.json", "manifest.json.sig")
+                   for p in directory.iterdir())
+    except OSError:
+        return False
+
+
 def no_manifest(directory: Path) -> BundleError:
     """The error for a directory without ``manifest.json``: an unfinished export, or not a bundle."""
     if (directory / STATE_DIR).is_dir():
         return BundleError(f"{directory} holds an unfinished export: its manifest.json is written last",
                            hint="run the same `airgap export` again to finish it (it resumes)")
+    if mangled_names(directory):
+        return BundleError(f"{directory} holds no manifest.json", hint=MANGLED_HINT)
     return BundleError(f"{directory} holds no manifest.json",
                        hint="point at the bundle directory (the one with manifest.json and its .sig)")
 

@@ -99,3 +99,32 @@ def test_a_chunk_larger_than_fat32_holds_is_refused_before_anything_is_written(
     monkeypatch.setattr(files, "file_system_type", lambda path, mountinfo=None: "exfat")
     refuse_file_size(tmp_path / "bundle", 5 * 1024**3)  # exFAT has no such limit
     assert not (tmp_path / "bundle").exists()
+
+
+@pytest.mark.parametrize("names", [
+    ["manifest.json", "manifest_json.sig", "chunk_000000.bin"],  # ISO 9660 level 3, no Rock Ridge or Joliet
+    ["MANIFEST.JSO", "MANIFEST.SIG", "CHUNK000.BIN"],  # 8.3
+    ["MANIFEST.JSON;1", "MANIFEST_JSON.SIG;1", "CHUNK_000000.BIN;1"],  # with version numbers
+])
+def test_a_disc_mastered_without_rock_ridge_is_named_as_such(tmp_path: Path, names: list[str]) -> None:
+    from airgap.bundle.files import BundleError
+    from airgap.bundle.reader import read_signed_manifest
+
+    for name in names:
+        (tmp_path / name).write_bytes(b"{}")
+    with pytest.raises(BundleError, match="without Rock Ridge or Joliet.*xorriso -as mkisofs -R -J"):
+        read_signed_manifest(tmp_path, [])
+
+
+def test_a_plain_bundle_directory_is_not_taken_for_a_mangled_disc(tmp_path: Path) -> None:
+    from airgap.bundle.files import BundleError
+    from airgap.bundle.reader import read_signed_manifest
+
+    for name in ("manifest.json", "chunk-000000.bin", "parity-000000-000.bin"):
+        (tmp_path / name).write_bytes(b"{}")
+    with pytest.raises(BundleError, match="copy the signature along with the bundle"):
+        read_signed_manifest(tmp_path, [])
+    (tmp_path / "manifest.json").unlink()
+    (tmp_path / "manifest.json.sig").write_bytes(b"{}")
+    with pytest.raises(BundleError, match="point at the bundle directory"):
+        read_signed_manifest(tmp_path, [])
