@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import json
 import os
@@ -592,8 +593,13 @@ def _stage(path: Path, content: bytes, mode: int) -> Path:
             os.close(fd)
     except OSError as exc:
         os.unlink(tmp)
-        raise KeyFileError(f"cannot write {path}: {exc.strerror or exc}",
-                           hint="free some space there, or choose another directory") from None
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            hint = "free some space there, or choose another directory"
+        elif exc.errno in (errno.ENOSYS, errno.EPERM, errno.ENOTSUP):  # a chmod the file system cannot do
+            hint = "choose another directory, on a file system that keeps file modes (not FAT, exFAT or NTFS)"
+        else:
+            hint = "choose another directory"
+        raise KeyFileError(f"cannot write {path}: {exc.strerror or exc}", hint=hint) from None
     return tmp
 
 

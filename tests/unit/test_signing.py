@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import stat
@@ -636,3 +637,22 @@ def test_keygen_onto_a_file_system_that_keeps_no_modes_says_so(tmp_path: Path, m
     assert main(["keygen", str(tmp_path / "disk.key")]) == 0
     out, err = capsys.readouterr()
     assert "NOT encrypted, mode 0600" in out and "warning" not in err
+
+
+@pytest.mark.parametrize(("err", "hint"), [
+    (errno.ENOSYS, "on a file system that keeps file modes"),  # fusefat: no chmod at all
+    (errno.ENOSPC, "free some space there"),
+    (errno.EIO, "choose another directory"),
+])
+def test_a_key_that_cannot_be_written_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int,
+                                                hint: str) -> None:
+    from airgap.signing import KeyFileError, generate_keypair
+
+    def fail(fd: int, mode: int) -> None:
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(os, "fchmod", fail)
+    with pytest.raises(KeyFileError, match=hint) as caught:
+        generate_keypair(tmp_path / "k.key")
+    assert err != errno.EIO or "free some space" not in str(caught.value)
+    assert not list(tmp_path.iterdir())  # nothing half-written left
