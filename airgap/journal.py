@@ -105,8 +105,21 @@ class ImportJournal:
         self._append({"t": "blob", "repo": repository, "digest": digest})
 
     def finished(self) -> None:
-        self.done = True
-        self._append({"t": "done"})
+        """The import is complete. Nothing of the journal is needed any more but that (a later run asks the
+        registry anyway), so it shrinks to that one line, in place (the file is also the run's lock): a registry
+        restored from a nightly bundle would otherwise keep a line per blob per night. A crash in between leaves
+        it empty, which a later run reads as an import to check again: as safe, only slower."""
+        with self._lock:
+            self.done = True
+            self.sessions.clear()
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, b'{"t":"done"}\n')
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._torn = False
 
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")

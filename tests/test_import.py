@@ -54,6 +54,9 @@ def test_round_trip_with_prefix_json_and_noop_rerun(bundle: Path, key: Path, reg
         assert skopeo_digest(img["target"]) == digests[name] == skopeo_digest(img["target_by_digest"])
     # shared base layers go once and are mounted into the other repositories
     assert doc["blobs"]["mounted"] >= 2 and doc["blobs"]["skipped"] == 0
+    # a complete import's journal keeps only that (a nightly import would add a line per blob per night)
+    (journal,) = (tmp_path / "state" / "imports").glob("*.jsonl")
+    assert journal.read_text() == '{"t":"done"}\n'
     again = do_import(run_airgap, bundle, key, f"{registry2.host}/mirror", tmp_path)
     assert again.returncode == 0 and "nothing to do" in again.stdout
     # a run that finds it all there counts it so: every blob already present, every tag unchanged
