@@ -30,7 +30,7 @@ from airgap.errors import AirgapError, InvalidInput, NotFound
 from airgap.inputs import counted
 from airgap.locking import exclusive
 from airgap.model.bundle import BundleImage, BundleManifest, BundleReferrer, StoredBlob, StoredFile
-from airgap.model.delta import Base, ReliedBlob, parse_delta
+from airgap.model.delta import MAX_BASES, Base, ReliedBlob, parse_delta
 from airgap.model.digest import Digest
 from airgap.model.manifest import OCI_INDEX, SIGNATURE_TYPES, Descriptor, Manifest, is_referrer_tag
 from airgap.model.parity import ParitySpec, StripeLayout
@@ -435,7 +435,7 @@ def _export(registries: Registries, requests: list[ImageRequest], out_dir: Path,
     else:
         by_digest: dict[Digest, ReliedBlob] = {}
         entries, images, before, notices, referrers = plan_members(sources, requests, progress, options, by_digest)
-        bases, relied = _delta_members(options.exclude, by_digest)
+        bases, relied = delta_members(options.exclude, by_digest)
         bundle_id = "b-" + uuid.uuid4().hex
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         _check_space(out_dir, sum(e.size for e in entries), options)  # before anything is written
@@ -524,12 +524,18 @@ def _source_changes(registries: Registries, expanded: Any, requests: list[ImageR
     return out
 
 
-def _delta_members(exclude: Exclusions | None, relied: dict[Digest, ReliedBlob]
+def delta_members(exclude: Exclusions | None, relied: dict[Digest, ReliedBlob]
                    ) -> tuple[tuple[Base, ...], tuple[ReliedBlob, ...]]:
     """The manifest's ``base`` (only the bases something was left out for) and ``relies_on``."""
     if exclude is None or not relied:
         return (), ()
     used = sorted({r.base for r in relied.values()})
+    if len(used) > MAX_BASES:  # a reader refuses more: said before anything is written
+        raise InvalidInput(
+            f"this delta would rely on blobs delivered by {len(used)} earlier bundles or inventories, more than the "
+            f"{MAX_BASES} a bundle may name (a --since chain grows by one a night)",
+            hint="export a full bundle (without --since) to begin a new chain, or make the delta against an inventory "
+                 "of the target (--exclude-inventory), which is one base")
     renumber = {old: new for new, old in enumerate(used)}
     return (tuple(exclude.bases[i] for i in used),
             tuple(replace(r, base=renumber[r.base]) for r in sorted(relied.values(), key=lambda r: str(r.digest))))

@@ -21,6 +21,7 @@ from airgap.errors import AirgapError, InvalidInput
 from airgap.export import (
     DEFAULT_LEVEL,
     ExportOptions,
+    delta_members,
     expand_registry,
     expand_repository,
     export,
@@ -237,6 +238,7 @@ def export_cmd(obj: dict[str, bool], refs: tuple[str, ...], images_file: Path | 
             relied: dict[Digest, ReliedBlob] = {}
             entries, images, before, _, referrers = plan_members(
                 Sources(registries), requests, ProgressBar(quiet=True, desc="export"), options, relied)
+            delta_members(options.exclude, relied)  # what the export would refuse
             total = sum(e.size for e in entries)
             blobs = sum(e.size for e in entries if e.digest)  # "after dedup" as a run says it: the blobs alone
             for img in images:

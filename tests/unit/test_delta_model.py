@@ -177,3 +177,22 @@ def test_a_base_layer_in_thousands_of_repositories_gives_a_delta_the_reader_acce
             assert hit.repositories == hit.repositories[:1] + tuple(sorted(hit.repositories[1:]))  # the first ones
             back = parse_delta(delta([GOOD_BASE], [{**hit.to_json(), "base": 0}]), set(), InvalidInput)[1]
             assert back[0].repositories == hit.repositories
+
+
+def test_a_delta_relying_on_more_bases_than_a_reader_takes_is_refused_before_it_is_written() -> None:
+    """A --since chain adds a base a night: after ~1,000 nights the export wrote a bundle its own reader (and
+    its own resume) refused. Now it is refused at planning, with the way out."""
+    from airgap.delta import Exclusions
+    from airgap.export import delta_members
+    from airgap.model.delta import MAX_BASES, ReliedBlob
+
+    def relied(n: int) -> tuple[Exclusions, dict[Digest, ReliedBlob]]:
+        bases = [Base("bundle", f"b-{i:032x}") for i in range(n)]
+        blobs = {Digest.parse(f"sha256:{i:064x}"): ReliedBlob(Digest.parse(f"sha256:{i:064x}"), 1, "m", i)
+                 for i in range(n)}
+        return Exclusions(bases=bases), blobs
+
+    got_bases, got_relied = delta_members(*relied(MAX_BASES))
+    assert len(got_bases) == MAX_BASES and len(got_relied) == MAX_BASES
+    with pytest.raises(InvalidInput, match=r"1001 earlier bundles.*export a full bundle .*--exclude-inventory"):
+        delta_members(*relied(MAX_BASES + 1))
