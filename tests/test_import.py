@@ -91,6 +91,29 @@ def test_blobs_already_in_target_are_skipped(bundle: Path, key: Path, demo_regis
     assert f"unchanged {registry2.host}/demo/large:1.0@" in r.stdout
 
 
+def test_last_nights_tags_beside_a_new_build_are_left_alone(demo_registry: RegistryServer,
+                                                            registry: RegistryServer, registry2: RegistryServer,
+                                                            key: Path, tmp_path: Path, run_airgap: RunAirgap) -> None:
+    """A nightly bundle of a repository: v1 (in the target since last night) and v2 (tonight's build, with a
+    layer the target lacks). v1's tag names its image already: not pushed again, though its repository lacked a
+    blob of the run (it was, before: every old tag of a repository with a new build, every night)."""
+    for tag, src in (("v1", "demo/base-a:1.0"), ("v2", "demo/base-b:1.0")):
+        assert run_airgap("copy", f"{demo_registry.host}/{src}", f"{registry.host}/team/app:{tag}").returncode == 0
+    assert run_airgap("copy", f"{registry.host}/team/app:v1", f"{registry2.host}/team/app:v1").returncode == 0
+    link = registry2.storage / "docker/registry/v2/repositories/team/app/_manifests/tags/v1/current/link"
+    os.utime(link, (1_000_000_000, 1_000_000_000))
+    out = tmp_path / "nightly"
+    r = run_airgap("export", "--repository", f"{registry.host}/team/app", "--output", str(out), "--key", str(key))
+    assert r.returncode == 0, r.output
+    r = do_import(run_airgap, out, key, registry2.host, tmp_path, "--json")
+    assert r.returncode == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["blobs"]["uploaded"] >= 1  # v2's own layer: the repository lacked a blob of the run
+    assert {i["target"].rsplit(":", 1)[1]: i["unchanged"] for i in doc["images"]} == {"v1": True, "v2": False}
+    assert link.stat().st_mtime == 1_000_000_000
+    assert skopeo_digest(f"{registry2.host}/team/app:v2") == skopeo_digest(f"{demo_registry.host}/demo/base-b:1.0")
+
+
 def test_partial_import_reads_only_its_chunks(bundle: Path, key: Path, registry2: RegistryServer, tmp_path: Path,
                                               run_airgap: RunAirgap, demo_registry: RegistryServer) -> None:
     m = BundleManifest.parse((bundle / "manifest.json").read_bytes())

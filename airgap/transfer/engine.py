@@ -118,8 +118,9 @@ def transfer(source: Source, sink: Sink, requests: list[ImageRequest], *, jobs: 
     total = sum(entries[0][1].size for entries in groups.values())
     progress(Planned(images=len(images), blobs=len(groups), total_bytes=total))
     lock = threading.Lock()
-    # target repositories that lacked a blob: their tags cannot name these images yet (no HEAD before their PUT)
-    lacked: set[tuple[str, str]] = set()
+    # (host, repository, digest) of the blobs a target repository lacked: an image that needed one there is new
+    # to it, and its tag cannot name it yet (no HEAD before its PUT)
+    lacked: set[tuple[str, str, str]] = set()
 
     def move_group(entries: list[tuple[PlannedImage, Descriptor]]) -> None:
         done_repos: list[str] = []
@@ -137,7 +138,7 @@ def transfer(source: Source, sink: Sink, requests: list[ImageRequest], *, jobs: 
             done_repos.append(target.repository)
             with lock:
                 if outcome != "skipped":
-                    lacked.add((target.host, target.repository))
+                    lacked.add((target.host, target.repository, str(blob.digest)))
                 if outcome == "uploaded":
                     result.uploaded += 1
                     result.bytes_uploaded += sent[0]
@@ -233,16 +234,18 @@ def _push_by_digest(sink: Sink, target: Reference, manifest: Manifest) -> None:
         sink.push_manifest(target, manifest, None)
 
 
-def _push_tags(sink: Sink, images: list[PlannedImage], lacked: set[tuple[str, str]], unchanged: set[str]) -> None:
+def _push_tags(sink: Sink, images: list[PlannedImage], lacked: set[tuple[str, str, str]],
+               unchanged: set[str]) -> None:
     """Put each image's root under its tag, unless the tag names it already: a registry restored every night
     from a bundle of thousands of tags gets a PUT only for the tags that moved. That takes a HEAD, asked only
-    where the repository had every blob of the run already (a fresh restore asks none)."""
+    for an image whose every blob its repository held already (a fresh restore, or tonight's new build, asks
+    none; last night's images beside it in the same repository are asked)."""
     tagged: Callable[[Reference, str], Digest | None] | None = getattr(sink, "tagged", None)
     for image in images:
         target, tag = _target_ref(image), image.request.target.tag
         assert tag is not None
-        if (tagged is not None and (target.host, target.repository) not in lacked
-                and tagged(target, tag) == image.root.digest):
+        new = any((target.host, target.repository, str(b.digest)) in lacked for b in image.blobs)
+        if tagged is not None and not new and tagged(target, tag) == image.root.digest:
             unchanged.add(str(image.request.target))
             continue
         sink.push_manifest(target, image.root, tag)
