@@ -67,7 +67,9 @@ def test_round_trip_with_prefix_json_and_noop_rerun(bundle: Path, key: Path, reg
     audit = [json.loads(line) for line in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()]
     assert [a["event"] for a in audit] == ["import"] * 3 and all(a["outcome"] == "ok" for a in audit)
     assert audit[0]["bundle_id"] == doc["bundle_id"] and audit[0]["key_id"].startswith("ed25519:")
-    assert {i["digest"] for i in audit[0]["images"]} == set(digests.values())
+    assert {i["digest"] for i in audit[0]["images"]} == set(digests.values()) and audit[0]["unchanged"] == 0
+    # a run that pushed nothing lists nothing: a search for a digest finds the import that brought it
+    assert audit[2]["images"] == [] and audit[2]["unchanged"] == len(digests)
 
 
 def test_blobs_already_in_target_are_skipped(bundle: Path, key: Path, demo_registry: RegistryServer,

@@ -158,8 +158,12 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
                                    "exit_code": exc.exit_code}, indent=2))
         raise
     doc = result_json(result)
+    # the images this run put there (or failed to): a tag that named its image already is only counted, so that
+    # a search for a digest finds the import that brought it, and a nightly record does not list the whole registry
     audit.append(log_path, "import", outcome="failed" if result.failed else "ok",
-                 images=[{k: i[k] for k in ("source", "target", "digest", "status")} for i in doc["images"]],
+                 images=[{k: i[k] for k in ("source", "target", "digest", "status")} for i in doc["images"]
+                         if not (i["unchanged"] and i["status"] == "ok")],
+                 unchanged=sum(i["unchanged"] and i["status"] == "ok" for i in doc["images"]),
                  blobs=doc["blobs"], bytes_uploaded=doc["bytes_uploaded"], **base)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
