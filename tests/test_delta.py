@@ -290,6 +290,15 @@ def test_inventory_of_named_repositories_and_its_signature(registry: RegistrySer
     r = run_airgap(*args[:-2])  # without --inventory-pubkey the signature is not required
     assert r.returncode == 0 and "is signed" not in r.stderr, r.output
     assert "delta: relies on 2 blobs" in r.stdout, r.stdout
+    assert "days ago" not in r.stderr
+    # a month-old inventory: what the target got since travels again, and that is said
+    doc = json.loads(unsigned.read_bytes())
+    unsigned.write_text(json.dumps({**doc, "created": "2020-01-01T00:00:00Z"}))
+    r = run_airgap("export", f"{registry.host}/dr/team/app:v1", "--output", str(tmp_path / "old"),
+                   "--exclude-inventory", str(unsigned), "--dry-run")
+    assert r.returncode == 0, r.output
+    assert f"note: the inventory {unsigned} of {registry.host}/dr was taken " in r.stderr, r.output
+    assert "days ago: what the target got since then travels again" in " ".join(r.stderr.split()), r.output
     (tmp_path / "images.txt").write_text("registry.example.com/team/app:1.4\n")
     for wrong in (inv, tmp_path / "images.txt"):  # --since names something that is not a bundle
         r = run_airgap("export", f"{registry.host}/dr/team/app:v1", "--output", str(tmp_path / "x"), "--since",

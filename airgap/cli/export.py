@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,25 @@ def _exclusions(inventories: tuple[Path, ...], pubkeys: tuple[Path, ...], since:
         if not trusted and p.with_name(p.name + ".sig").is_file():
             click.echo(f"note: the inventory {p} is signed, but its signature is not checked: add --inventory-pubkey "
                        "KEY.pub (the key of the inventory's side) to check it", err=True)
-    return exclusions([read_inventory(p, trusted) for p in inventories], [read_since(p) for p in since])
+    read = [read_inventory(p, trusted) for p in inventories]
+    for path, inv in zip(inventories, read, strict=True):
+        days = _age_days(inv.created)
+        if days is not None and days > STALE_INVENTORY_DAYS:
+            click.echo(f"note: the inventory {path} of {inv.where} was taken {days} days ago: what the target got "
+                       "since then travels again; a fresh inventory makes a smaller delta", err=True)
+    return exclusions(read, [read_since(p) for p in since])
+
+
+STALE_INVENTORY_DAYS = 7
+
+
+def _age_days(created: str) -> int | None:
+    """Whole days since ``created`` (``YYYY-MM-DDTHH:MM:SSZ``), or None when it is not such a time."""
+    try:
+        then = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return (datetime.now(UTC) - then).days
 
 
 def _parity_plan(total: int, chunk_size: int, spec: ParitySpec | None) -> str:
