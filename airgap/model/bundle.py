@@ -432,8 +432,7 @@ class _Parser:
     def _media_type(self, obj: dict[str, Any], key: str, where: str) -> str:
         value = self._get(obj, key, str, where)
         if not MEDIA_TYPE.fullmatch(value):
-            raise ManifestError(f"manifest.json: {where}.{key} is not a media type "
-                                "(1 to 255 printable ASCII characters)")
+            raise ManifestError(f"manifest.json: {where}.{key} has a control character or over 255 characters")
         return str(value)
 
     def _bundle_id(self, o: dict[str, Any]) -> str:

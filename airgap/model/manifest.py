@@ -47,8 +47,9 @@ class Descriptor:
         if not isinstance(media_type, str) or not isinstance(digest, str):
             raise InvalidInput(f"{where}: a descriptor lacks mediaType or digest")
         if not MEDIA_TYPE.fullmatch(media_type):
-            raise InvalidInput(f"{where}: descriptor {digest[:80]} has a mediaType that is not a media type "
-                               "(1 to 255 printable ASCII characters)")
+            raise InvalidInput(f"{where}: descriptor {digest[:80]} has a mediaType with a control character (a line "
+                               "break, NUL, ...) or over 255 characters, which a bundle cannot carry",
+                               hint="fix the image's manifest at its source, or leave this image out")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InvalidInput(f"{where}: descriptor {digest} has an invalid size")
         ann = obj.get("annotations")
@@ -197,13 +198,15 @@ def fallback_tag(digest: Digest) -> str:
     return f"{digest.algorithm}-{digest.hex}"
 
 
-MEDIA_TYPE = re.compile(r"[\x20-\x7e]{1,255}")
-"""A media type or artifact type as airgap takes it: 1 to 255 printable ASCII characters (it is sent in
-Content-Type and Accept headers, and written into bundle and inventory manifests, whose readers refuse others)."""
+MEDIA_TYPE = re.compile(r"[^\x00-\x1f\x7f]{0,255}")
+"""A descriptor's media type or artifact type as airgap carries it in bundle and inventory manifests: at most 255
+characters, none of them a control character (a line break there would reach a terminal, a log line or a header).
+Registries take empty and non-ASCII ones (distribution does), and bundles of earlier versions hold them: those
+pass. The media types airgap sends in headers are its own fixed set (``MANIFEST_TYPES``)."""
 
 
 def _artifact_type(value: Any) -> str | None:
-    """``artifactType`` when it is a media type; a malformed one is ignored (it only selects referrers)."""
+    """``artifactType`` when it is one airgap carries; another is ignored (it only selects referrers)."""
     return value if isinstance(value, str) and MEDIA_TYPE.fullmatch(value) else None
 
 

@@ -54,7 +54,7 @@ def test_schema1_refused() -> None:
                                               "layers": [{"digest": "x", "size": 1, "mediaType": "m"}]}).encode(),
                                   json.dumps({"mediaType": OCI_MANIFEST, "config": {**CFG, "size": -1}}).encode(),
                                   image_bytes(layers=[{**LAYER, "mediaType": "application/x\r\nX-Injected: 1"}]),
-                                  image_bytes(layers=[{**LAYER, "mediaType": ""}])])
+                                  image_bytes(layers=[{**LAYER, "mediaType": "x" * 256}])])
 def test_malformed(data: bytes) -> None:
     with pytest.raises(InvalidInput):
         Manifest.parse(data, OCI_MANIFEST)
@@ -73,6 +73,9 @@ def test_subject_and_artifact_type() -> None:
     # a malformed artifactType only selects referrers: ignored, the manifest's bytes stay as they are
     m = Manifest.parse(image_bytes(subject=subj, artifactType="application/x\nsig"), None)
     assert m.artifact_type is None and m.subject is not None
+    # an empty or non-ASCII media type, as registries take them, is carried
+    m = Manifest.parse(image_bytes(layers=[{**LAYER, "mediaType": ""}], artifactType="application/t\u00e4r"), None)
+    assert m.layers[0].media_type == "" and m.artifact_type == "application/t\u00e4r"
 
 
 def test_filter_index() -> None:
