@@ -28,20 +28,26 @@ class DiskFull(BundleError):
     default_hint = "free some space (or use other media) and run the same command again: it resumes"
 
 
-_MANGLED = re.compile(r"(?i)manifest[._]jso(?:n(?:[._;].*)?)?|manifest\.sig(?:;1)?|manifest_json\.sig(?:;1)?|"
-                      r"chunk[_-]?\d+\.bin;1|chunk_\d+\.bin|chunk\d{3}\.bin")
+# the names ISO 9660 gives a bundle's files without Rock Ridge or Joliet (d-characters: no "-", one "."; 8.3 at
+# level 1; a ";1" version), in either case as the mounting system shows them
+_MANGLED = re.compile(r"(?i)(?:manifest\.jso|manifest\.json|manifest_json\.sig|manifest\.sig|chunk_\d+\.bin|"
+                      r"chunk\d{1,5}\.bin|chunk[-_]\d+\.bin)(?:;1)?")
+_PLAIN_CHUNK = re.compile(r"chunk-\d{6}\.bin")
 MANGLED_HINT = ("its file names look changed by a disc mastered without Rock Ridge or Joliet (ISO 9660 names: "
                 "manifest_json.sig, CHUNK_000000.BIN;1, 8.3 names): master the disc again with "
                 "`xorriso -as mkisofs -R -J -o disc.iso DIR`, or copy the files back under their names")
 
 
 def mangled_names(directory: Path) -> bool:
-    """Whether ``directory`` holds a bundle's files under the names a plain ISO 9660 disc gives them."""
+    """Whether ``directory`` holds a bundle's files under the names a plain ISO 9660 disc gives them (and none
+    under its own: a chunk named as airgap names it rules a disc without Rock Ridge out)."""
     try:
-        return any(_MANGLED.fullmatch(p.name) and p.name not in ("manifest.json", "manifest.json.sig")
-                   for p in directory.iterdir())
+        names = [p.name for p in directory.iterdir()]
     except OSError:
         return False
+    if any(_PLAIN_CHUNK.fullmatch(n) for n in names):
+        return False
+    return any(_MANGLED.fullmatch(n) and n not in ("manifest.json", "manifest.json.sig") for n in names)
 
 
 def no_manifest(directory: Path) -> BundleError:

@@ -68,8 +68,8 @@ def read_signed_manifest(directory: Path, trusted: Sequence[PublicKey]) -> tuple
         raise no_manifest(directory)
     if not spath.is_file():
         raise BundleError(f"{directory} has manifest.json but no manifest.json.sig: the bundle is unsigned",
-                          hint=MANGLED_HINT if mangled_names(directory) else
-                          "copy the signature along with the bundle, or ask for a signed bundle")
+                          hint="copy the signature along with the bundle, or ask for a signed bundle"
+                          + (f"; {MANGLED_HINT}" if mangled_names(directory) else ""))
     if spath.stat().st_size > MAX_SIGNATURE:
         raise BundleError(f"{spath} is larger than a signature can be", hint="the bundle is damaged or forged")
     if mpath.stat().st_size > MAX_MANIFEST_BYTES:  # untrusted media: not read whole before it is bounded
