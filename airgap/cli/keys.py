@@ -23,9 +23,6 @@ def keygen_cmd(obj: dict[str, bool], path: Path, passphrase_file: Path | None, f
     """Create an Ed25519 signing key: PATH (private, mode 0600) and PATH.pub (public, to give to importers)."""
     passphrase = read_passphrase(passphrase_file, os.environ)
     public = generate_keypair(path, passphrase=passphrase, overwrite=force)
-    if obj["quiet"]:
-        click.echo(public.key_id)
-        return
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:  # FAT, exFAT, NTFS (a USB stick): the file system keeps no modes, chmod changes nothing
         warnings.warn(KeyPermissionWarning(
@@ -34,6 +31,9 @@ def keygen_cmd(obj: dict[str, bool], path: Path, passphrase_file: Path | None, f
             + ("keep it on a file system that keeps modes (not FAT, exFAT or NTFS)" if passphrase else
                "keep it on a file system that keeps modes (not FAT, exFAT or NTFS), or encrypt it with a passphrase "
                "(--passphrase-file)")), stacklevel=1)
+    if obj["quiet"]:
+        click.echo(public.key_id)
+        return
     click.echo(f"private key: {path} ({'encrypted' if passphrase else 'NOT encrypted'}, mode {mode:04o})")
     click.echo(f"public key:  {path}.pub")
     click.echo(f"key id:      {public.key_id}")

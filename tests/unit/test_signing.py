@@ -633,6 +633,9 @@ def test_keygen_onto_a_file_system_that_keeps_no_modes_says_so(tmp_path: Path, m
     assert "NOT encrypted, mode 0777" in out and "mode 0600" not in out
     assert "airgap: warning: the file system of" in err and "does not keep file modes" in err
     assert "or encrypt it with a passphrase" in err
+    assert main(["-q", "keygen", str(tmp_path / "quiet.key")]) == 0  # -q keeps the warning (stderr)
+    out, err = capsys.readouterr()
+    assert out.startswith("ed25519:") and "does not keep file modes" in err
     monkeypatch.setattr(os, "fchmod", real_fchmod)
     assert main(["keygen", str(tmp_path / "disk.key")]) == 0
     out, err = capsys.readouterr()
