@@ -549,7 +549,10 @@ def _check_space(out_dir: Path, total: int, options: ExportOptions, *, resuming:
     if options.parity:  # parity chunks are as large as the stripe's largest data chunk
         layout = StripeLayout.plan(-(-stream // options.chunk_size), options.parity)
         need += layout.stripes * layout.parity * min(stream, options.chunk_size)
-    free = shutil.disk_usage(out_dir).free
+    usage = shutil.disk_usage(out_dir)
+    if usage.total == 0:  # a file system that does not say its size (fusefat): nothing to check against
+        return
+    free = usage.free
     if need > free:
         from airgap.inputs import format_size
 

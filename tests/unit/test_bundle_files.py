@@ -130,3 +130,21 @@ def test_a_plain_bundle_directory_is_not_taken_for_a_mangled_disc(tmp_path: Path
     (tmp_path / "manifest.json.sig").write_bytes(b"{}")
     with pytest.raises(BundleError, match="point at the bundle directory"):
         read_signed_manifest(tmp_path, [])
+
+
+def test_a_file_system_that_does_not_say_its_size_is_not_taken_for_a_full_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fusefat answers statvfs with 0 blocks: "0 B free" refused every export onto it, also with --chunk-size
+    fat32. A size of 0 is no size; a real one still counts."""
+    import shutil
+    from collections import namedtuple
+
+    from airgap.bundle.files import BundleError
+    from airgap.export import ExportOptions, _check_space
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(0, 0, 0))
+    _check_space(tmp_path, 10 << 20, ExportOptions(chunk_size=1 << 20))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, (1 << 30) - 4096, 4096))
+    with pytest.raises(BundleError, match="has 4 KiB free but the bundle needs up to"):
+        _check_space(tmp_path, 10 << 20, ExportOptions(chunk_size=1 << 20))
