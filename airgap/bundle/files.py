@@ -65,17 +65,21 @@ REMOVABLE_ROOTS = (Path("/media"), Path("/run/media"), Path("/mnt"))
 """Where removable media are mounted, by convention (udisks, desktops, operators by hand)."""
 
 
-def unmounted_medium(path: Path, roots: Sequence[Path] | None = None) -> Path | None:
+def unmounted_medium(path: Path, roots: Sequence[Path] | None = None, mountinfo: str | None = None) -> Path | None:
     """The place a medium was meant to be mounted when ``path`` lies under one of ``roots`` but nothing is
     mounted there, nor anywhere between it and ``path`` (``/media/usb`` for ``/media/usb/bundle`` when the stick
     is not mounted): what is written there goes onto the disk below, and hides under the medium once it is
     mounted. None when something is mounted on the way, or ``path`` is elsewhere."""
     real = Path(os.path.realpath(path))
+    mounts = _mounts(mountinfo)
+    points = {p for p, _ in mounts} if mounts is not None else None
     for root in REMOVABLE_ROOTS if roots is None else roots:
         if real != root and root not in real.parents:
             continue
         parts = real.relative_to(root).parts
-        if any(os.path.ismount(root.joinpath(*parts[:n])) for n in range(len(parts) + 1)):
+        levels = [root.joinpath(*parts[:n]) for n in range(len(parts) + 1)]
+        # a bind mount within one file system is a mount point too, which os.path.ismount cannot see
+        if any((lv in points) if points is not None else os.path.ismount(lv) for lv in levels):
             return None
         return root.joinpath(*parts[: 2 if root == Path("/run/media") else 1])  # /run/media/USER/LABEL
     return None
@@ -94,26 +98,36 @@ FAT_TYPES = frozenset({"vfat", "msdos", "umsdos", "fat", "fuse.fusefat"})
 FAT_MAX_FILE = 4 * 1024**3 - 1  # FAT32 keeps a file's size in 32 bits
 
 
-def file_system_type(path: Path, mountinfo: str | None = None) -> str | None:
-    """The type of the file system ``path`` is (or would be created) on, as the kernel names it (``vfat``, ``ext4``,
-    ``fuseblk``, ...), from ``/proc/self/mountinfo``; None where that cannot be read (not Linux)."""
+def _mounts(mountinfo: str | None = None) -> list[tuple[Path, str]] | None:
+    """(mount point, file system type) of every mount, in ``/proc/self/mountinfo`` order; None where that file
+    cannot be read (not Linux)."""
     if mountinfo is None:
         try:
             mountinfo = Path("/proc/self/mountinfo").read_text()
         except OSError:
             return None
-    real = Path(os.path.realpath(path))
-    best: tuple[int, str] | None = None
+    out = []
     for line in mountinfo.splitlines():
         fields, _, after = line.partition(" - ")
         parts = fields.split()
-        if len(parts) < 5 or not after:
-            continue
-        point = Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), parts[4]))
+        if len(parts) >= 5 and after:
+            out.append((Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), parts[4])), after.split()[0]))
+    return out
+
+
+def file_system_type(path: Path, mountinfo: str | None = None) -> str | None:
+    """The type of the file system ``path`` is (or would be created) on, as the kernel names it (``vfat``, ``ext4``,
+    ``fuseblk``, ...), from ``/proc/self/mountinfo``; None where that cannot be read (not Linux)."""
+    mounts = _mounts(mountinfo)
+    if mounts is None:
+        return None
+    real = Path(os.path.realpath(path))
+    best: tuple[int, str] | None = None
+    for point, fs in mounts:
         if point == real or point in real.parents:
             depth = len(point.parts)
             if best is None or depth >= best[0]:  # the deepest; of mounts stacked on one point, the last
-                best = (depth, after.split()[0])
+                best = (depth, fs)
     return best[1] if best else None
 
 

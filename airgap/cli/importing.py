@@ -162,8 +162,8 @@ def import_cmd(obj: dict[str, bool], directory: Path, to: str, pubkeys: tuple[Pa
     # a search for a digest finds the import that brought it, and a nightly record does not list the whole registry
     audit.append(log_path, "import", outcome="failed" if result.failed else "ok",
                  images=[{k: i[k] for k in ("source", "target", "digest", "status")} for i in doc["images"]
-                         if not (i["unchanged"] and i["status"] == "ok")],
-                 unchanged=sum(i["unchanged"] and i["status"] == "ok" for i in doc["images"]),
+                         if not ((i["unchanged"] or result.already_done) and i["status"] == "ok")],
+                 unchanged=sum((i["unchanged"] or result.already_done) and i["status"] == "ok" for i in doc["images"]),
                  blobs=doc["blobs"], bytes_uploaded=doc["bytes_uploaded"], **base)
     if as_json:
         click.echo(json.dumps(doc, indent=2))

@@ -148,3 +148,12 @@ def test_a_file_system_that_does_not_say_its_size_is_not_taken_for_a_full_one(
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, (1 << 30) - 4096, 4096))
     with pytest.raises(BundleError, match="has 4 KiB free but the bundle needs up to"):
         _check_space(tmp_path, 10 << 20, ExportOptions(chunk_size=1 << 20))
+
+
+def test_a_bind_mount_counts_as_the_medium(tmp_path: Path) -> None:
+    """A bind mount within one file system is a mount point that os.path.ismount cannot see: mountinfo can."""
+    media = tmp_path / "media"
+    (media / "usb").mkdir(parents=True)
+    info = f"22 1 8:1 / / rw - ext4 /dev/sda1 rw\n50 22 8:1 /srv/stick {media}/usb rw - ext4 /dev/sda1 rw\n"
+    assert unmounted_medium(media / "usb" / "bundle", [media], mountinfo=info) is None
+    assert unmounted_medium(media / "usb" / "bundle", [media], mountinfo=info.splitlines()[0]) == media / "usb"
