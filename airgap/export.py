@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from airgap import __version__
-from airgap.bundle.files import STATE_DIR, BundleError, os_error, refuse_file_size, unmounted_note, write_atomic
+from airgap.bundle.files import STATE_DIR, BundleError, os_error, write_atomic
+from airgap.bundle.media import refuse_file_size, unmounted_note
 from airgap.bundle.parity import write_parity
 from airgap.bundle.reader import BundleReader, read_signed_manifest
 from airgap.bundle.stream import Member

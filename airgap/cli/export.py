@@ -13,7 +13,7 @@ import click
 from click.core import ParameterSource
 
 from airgap import audit
-from airgap.bundle.files import refuse_file_size, unmounted_note
+from airgap.bundle.media import refuse_file_size, unmounted_note
 from airgap.cli.options import keychain_with, make_registries, parse_platforms, registry_options
 from airgap.cli.progress import ProgressBar
 from airgap.cli.verify import delta_summary

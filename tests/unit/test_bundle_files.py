@@ -1,4 +1,4 @@
-"""Where a bundle would land when the medium meant for it is not mounted (bundle/files.py)."""
+"""Where a bundle lands (bundle/media.py: mounts, FAT) and how its files are written and named (bundle/files.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from airgap.bundle.files import unmounted_medium
+from airgap.bundle.media import unmounted_medium
 
 
 def test_a_path_under_a_media_root_with_nothing_mounted_names_the_mount_point(tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ MOUNTINFO = """\
 
 
 def test_the_file_system_of_a_path_is_its_deepest_mount() -> None:
-    from airgap.bundle.files import file_system_type
+    from airgap.bundle.media import file_system_type
 
     assert file_system_type(Path("/media/usb/bundle/x"), MOUNTINFO) == "vfat"
     assert file_system_type(Path("/media/usb"), MOUNTINFO) == "vfat"
@@ -87,16 +87,17 @@ def test_the_file_system_of_a_path_is_its_deepest_mount() -> None:
 def test_a_chunk_larger_than_fat32_holds_is_refused_before_anything_is_written(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The first chunk used to fail only once 4 GiB of it were on the stick (minutes of writing)."""
-    import airgap.bundle.files as files
-    from airgap.bundle.files import FileTooLarge, refuse_file_size
+    import airgap.bundle.media as media
+    from airgap.bundle.files import FileTooLarge
+    from airgap.bundle.media import refuse_file_size
 
-    monkeypatch.setattr(files, "file_system_type", lambda path, mountinfo=None: "vfat")
+    monkeypatch.setattr(media, "file_system_type", lambda path, mountinfo=None: "vfat")
     fat = r"is on a FAT file system \(vfat\).*--chunk-size the file system takes: fat32"
     with pytest.raises(FileTooLarge, match=fat) as err:
         refuse_file_size(tmp_path / "bundle", 5 * 1024**3)
     assert err.value.exit_code == 2
     refuse_file_size(tmp_path / "bundle", 4 * 1024**3 - 1)  # the fat32 preset fits
-    monkeypatch.setattr(files, "file_system_type", lambda path, mountinfo=None: "exfat")
+    monkeypatch.setattr(media, "file_system_type", lambda path, mountinfo=None: "exfat")
     refuse_file_size(tmp_path / "bundle", 5 * 1024**3)  # exFAT has no such limit
     assert not (tmp_path / "bundle").exists()
 
