@@ -153,6 +153,23 @@ def write_inventory(inventory: Inventory, path: Path, key: PrivateKey | None = N
                            hint="choose a directory you can write to") from None
 
 
+STALE_DAYS = 7
+
+
+def stale_note(inventory: Inventory, path: Path) -> str | None:
+    """What to say of an inventory taken more than :data:`STALE_DAYS` ago: the target has likely received
+    more since, which a delta made against it carries again."""
+    try:
+        taken = datetime.strptime(inventory.created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    days = (datetime.now(UTC) - taken).days
+    if days <= STALE_DAYS:
+        return None
+    return (f"the inventory {path} of {inventory.where} was taken {days} days ago: what the target got since then "
+            "travels again; a fresh inventory makes a smaller delta")
+
+
 def read_inventory(path: Path, trusted: Sequence[PublicKey] = ()) -> Inventory:
     """Read an inventory; with ``trusted`` keys its signature ``PATH.sig`` must be there and verify."""
     try:

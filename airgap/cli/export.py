@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from airgap.inputs import (
     parse_chunk_size,
     parse_images_file,
 )
-from airgap.inventory import read_inventory
+from airgap.inventory import read_inventory, stale_note
 from airgap.model.bundle import attached_referrers
 from airgap.model.delta import ReliedBlob
 from airgap.model.digest import Digest
@@ -138,23 +137,10 @@ def _exclusions(inventories: tuple[Path, ...], pubkeys: tuple[Path, ...], since:
                        "KEY.pub (the key of the inventory's side) to check it", err=True)
     read = [read_inventory(p, trusted) for p in inventories]
     for path, inv in zip(inventories, read, strict=True):
-        days = _age_days(inv.created)
-        if days is not None and days > STALE_INVENTORY_DAYS:
-            click.echo(f"note: the inventory {path} of {inv.where} was taken {days} days ago: what the target got "
-                       "since then travels again; a fresh inventory makes a smaller delta", err=True)
+        note = stale_note(inv, path)
+        if note is not None:
+            click.echo(f"note: {note}", err=True)
     return exclusions(read, [read_since(p) for p in since])
-
-
-STALE_INVENTORY_DAYS = 7
-
-
-def _age_days(created: str) -> int | None:
-    """Whole days since ``created`` (``YYYY-MM-DDTHH:MM:SSZ``), or None when it is not such a time."""
-    try:
-        then = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-    return (datetime.now(UTC) - then).days
 
 
 def _parity_plan(total: int, chunk_size: int, spec: ParitySpec | None) -> str:
