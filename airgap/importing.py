@@ -228,14 +228,35 @@ def check_relied(registries: Registries, manifest: BundleManifest, target: Targe
     return found
 
 
+class CheckedSessions:
+    """The journal's upload sessions, where a session is recorded only once the chunks that held what it received
+    have passed their checks (they are read while they are checked): a later run never continues a session that
+    holds bytes of a damaged chunk. A record left out only makes a rerun continue from an earlier one."""
+
+    def __init__(self, journal: ImportJournal, reader: BundleReader) -> None:
+        self.journal = journal
+        self.reader = reader
+
+    def get(self, repository: str, digest: str) -> tuple[str, int] | None:
+        return self.journal.get(repository, digest)
+
+    def put(self, repository: str, digest: str, location: str, offset: int) -> None:
+        if self.reader.checked_through(Digest.parse(digest), offset):
+            self.journal.put(repository, digest, location, offset)
+
+    def drop(self, repository: str, digest: str) -> None:
+        self.journal.drop(repository, digest)
+
+
 class JournaledSink(RegistrySink):
     """A registry sink that records each committed blob and its upload sessions in the journal. ``holders``
     (a delta's relied-on blobs) and ``known`` (where earlier imports into the registry put each blob): other
     repositories of the target to mount a blob from."""
 
     def __init__(self, registries: Registries, journal: ImportJournal,
-                 holders: dict[Digest, list[str]] | None = None, known: KnownBlobs | None = None) -> None:
-        super().__init__(registries, sessions=journal)
+                 holders: dict[Digest, list[str]] | None = None, known: KnownBlobs | None = None,
+                 reader: BundleReader | None = None) -> None:
+        super().__init__(registries, sessions=journal if reader is None else CheckedSessions(journal, reader))
         self.journal = journal
         self.holders = holders or {}
         self.known = known
@@ -296,7 +317,7 @@ def _import_bundle(registries: Registries, reader: BundleReader, target: Target,
             raise
         except AirgapError as exc:  # a damaged manifest in the bundle: leave this image out, like a damaged blob
             unplanned.append(FailedImage(str(m.request.source), str(m.request.target), exc))
-    sink = JournaledSink(registries, journal, holders, known)
+    sink = JournaledSink(registries, journal, holders, known, reader)
     result.transfer = transfer(source, sink, [p.request for p in planned],
                                jobs=jobs, progress=progress, keep_going=True, planned=planned)
     if unplanned:

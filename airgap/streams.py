@@ -12,6 +12,12 @@ BlobOpener = Callable[[int], AbstractContextManager[Iterator[bytes]]]
 """Opens a blob's content at a byte offset, as a verified iterator of chunks."""
 
 
+class ReadAgain(Exception):
+    """Bytes a stream handed out were not the good ones, though no check had failed when they were read (a chunk
+    read while its check ran was found damaged, and a good copy is read now): whatever was sent from the stream
+    must be dropped, and the stream read again from the start."""
+
+
 def verified(chunks: Iterable[bytes], digest: Digest, size: int, what: str, *, offset: int = 0,
              prefix_hasher: object | None = None) -> Iterator[bytes]:
     """Yield ``chunks`` unchanged, failing at end of stream if digest or size is wrong.

@@ -9,11 +9,12 @@ and lengths, so data goes through a page-aligned staging buffer; the unaligned t
 after ``O_DIRECT`` is switched off. Where the file system refuses ``O_DIRECT`` (tmpfs, some FUSE and
 network file systems answer EINVAL) everything falls back to plain buffered I/O.
 
-One exception: an import reads each chunk twice, once whole for its sha256 and then for the blobs in it.
-With ``O_DIRECT`` both reads come from the medium, which on a slow one (a USB stick, a DVD) doubles the
-time the import waits for it. :func:`sha256_for_reread` therefore times the start of that first read, and
-on a slow medium goes on through the page cache, so that the second read (:func:`read_range` with
-``cached=True``) finds the chunk there and lets go of it block by block behind itself. Measured with the
+One exception: an import reads each chunk twice, once whole for its sha256 and then for the blobs in it
+(behind the first read, which it never passes: ``read_range(ready=...)``). With ``O_DIRECT`` both reads
+come from the medium, which on a slow one (a USB stick, a DVD) doubles the time the import waits for it.
+:func:`sha256_for_reread` therefore times the start of that first read, and on a slow medium goes on
+through the page cache, so that the second read (:func:`read_range` with ``cached=True``) finds the chunk
+there and lets go of it block by block behind itself. Measured with the
 import's reads throttled to 100 MiB/s (a cgroup): 17.6 s with two reads from the medium, 11.0 s with one
 (skopeo 12.0 s).
 """
@@ -28,7 +29,7 @@ import mmap
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -178,7 +179,7 @@ def stage_buffer() -> mmap.mmap:
 
 
 def read_range(path: Path, offset: int, length: int, *, block: int = 1024 * 1024,
-               cached: bool = False) -> Iterator[memoryview | bytes]:
+               cached: bool = False, ready: Callable[[int], object] | None = None) -> Iterator[memoryview | bytes]:
     """Bytes ``[offset, offset + length)`` of ``path`` (fewer if the file is shorter), read with ``O_DIRECT``
     in aligned blocks of ``block`` bytes where the file system allows it, else buffered.
 
@@ -189,9 +190,12 @@ def read_range(path: Path, offset: int, length: int, *, block: int = 1024 * 1024
     handles this one (two buffers): the media's latency overlaps with the upload instead of adding to it.
 
     A block comes as a view of the reading buffer, not a copy: it is valid only until the caller asks for
-    the next one (then that buffer is read into again). Hash or copy it before that."""
+    the next one (then that buffer is read into again). Hash or copy it before that.
+
+    ``ready(end)``, when given, is called (on the caller's thread) before the bytes up to file offset ``end`` are
+    read, and may wait: the reader then reads no further than it allows (behind a check of the same file)."""
     if cached:
-        yield from _read_buffered(path, offset, length, block, drop_behind=True)
+        yield from _read_buffered(path, offset, length, block, drop_behind=True, ready=ready)
         return
     try:
         fd = os.open(path, os.O_RDONLY | _CLOEXEC | _DIRECT) if _DIRECT else -1
@@ -200,7 +204,7 @@ def read_range(path: Path, offset: int, length: int, *, block: int = 1024 * 1024
             raise
         fd = -1
     if fd < 0:
-        yield from _read_buffered(path, offset, length, block)
+        yield from _read_buffered(path, offset, length, block, ready=ready)
         return
     bufs = (mmap.mmap(-1, block), mmap.mmap(-1, block))
 
@@ -215,6 +219,9 @@ def read_range(path: Path, offset: int, length: int, *, block: int = 1024 * 1024
         left = length
         which = 0
         want = min(block, -(-(skip + left) // ALIGN) * ALIGN)
+        stop = offset + length
+        if ready is not None and left > 0:
+            ready(min(pos + want, stop))
         pending = _prefetcher().submit(read_into, which, pos, want) if left > 0 else None
         while pending is not None:
             try:
@@ -223,7 +230,7 @@ def read_range(path: Path, offset: int, length: int, *, block: int = 1024 * 1024
                 pending = None
                 if exc.errno != errno.EINVAL:
                     raise
-                yield from _read_buffered(path, offset + length - left, left, block)
+                yield from _read_buffered(path, offset + length - left, left, block, ready=ready)
                 return
             pending = None
             if n <= skip:
@@ -232,6 +239,8 @@ def read_range(path: Path, offset: int, length: int, *, block: int = 1024 * 1024
             after = left - take
             if n == want and after > 0:  # start the next read before handing this block over
                 next_want = min(block, -(-after // ALIGN) * ALIGN)
+                if ready is not None:
+                    ready(min(pos + n + next_want, stop))
                 pending = _prefetcher().submit(read_into, 1 - which, pos + n, next_want)
             else:
                 next_want = 0
@@ -276,12 +285,14 @@ def _hashers() -> ThreadPoolExecutor:
 
 
 def _read_buffered(path: Path, offset: int, length: int, block: int, *,
-                   drop_behind: bool = False) -> Iterator[bytes]:
+                   drop_behind: bool = False, ready: Callable[[int], object] | None = None) -> Iterator[bytes]:
     with open(path, "rb", buffering=0) as f:
         fd = f.fileno()
         _advise(fd, offset, 0, "POSIX_FADV_SEQUENTIAL")  # a larger read-ahead
         f.seek(offset)
         while length > 0:
+            if ready is not None:
+                ready(offset + min(block, length))
             data = f.read(min(block, length))
             if not data:
                 return
@@ -312,7 +323,8 @@ def sha256_file(path: Path) -> str:
 SPEED_PROBE = 16 * 1024 * 1024  # bytes timed (after the first block) before a medium's speed is judged
 
 
-def sha256_for_reread(path: Path, *, keep: bool | None, slow_below: float) -> tuple[str, bool | None]:
+def sha256_for_reread(path: Path, *, keep: bool | None, slow_below: float,
+                      progress: Callable[[int, bool | None], object] | None = None) -> tuple[str, bool | None]:
     """The sha256 of a file that will be read again soon, and the medium's verdict: True when the file was
     read through the page cache (from the end of the probe on, or from the start), where the second read
     will find it; False when it was read with ``O_DIRECT``; None when it was too short to judge the medium.
@@ -321,11 +333,18 @@ def sha256_for_reread(path: Path, *, keep: bool | None, slow_below: float) -> tu
     from it costs less than the page cache's CPU). ``keep=None``: start with ``O_DIRECT`` and time the
     ``SPEED_PROBE`` bytes after the first block; slower than ``slow_below`` bytes/s, go on through the page
     cache. (On the test VM a cold disk gives its first 4 MiB at ~400 MiB/s, then ~1.2 GB/s, and two chunks
-    probed at once see ~530 MiB/s each; USB sticks give 30-200 MB/s.)"""
+    probed at once see ~530 MiB/s each; USB sticks give 30-200 MB/s.)
+
+    ``progress(done, cached)`` is called after each block hashed: the bytes hashed so far, and whether the rest
+    is read through the page cache (None while the medium is being judged)."""
     h = hashlib.sha256()
     if keep:
+        done = 0
         for data in _read_buffered(path, 0, 1 << 62, HASH_BLOCK):
             h.update(data)
+            done += len(data)
+            if progress is not None:
+                progress(done, True)
         return h.hexdigest(), True
     verdict: bool | None = keep
     blocks = read_range(path, 0, 1 << 62, block=HASH_BLOCK)
@@ -334,18 +353,24 @@ def sha256_for_reread(path: Path, *, keep: bool | None, slow_below: float) -> tu
         for block in blocks:
             h.update(block)
             done += len(block)
-            if verdict is not None:
-                continue
-            if not base:  # timed from the first block on: a cold device's first reads are slow on any medium
-                start, base = time.monotonic(), done
-            elif done - base >= SPEED_PROBE:
-                if (done - base) / max(time.monotonic() - start, 1e-9) < slow_below:
-                    break  # a slow medium: the rest through the page cache
-                verdict = False
+            if verdict is None:
+                if not base:  # timed from the first block on: a cold device's first reads are slow on any medium
+                    start, base = time.monotonic(), done
+                elif done - base >= SPEED_PROBE:
+                    if (done - base) / max(time.monotonic() - start, 1e-9) < slow_below:
+                        break  # a slow medium: the rest through the page cache
+                    verdict = False
+            if progress is not None:
+                progress(done, verdict)
         else:
             return h.hexdigest(), verdict
     finally:
         blocks.close()  # type: ignore[attr-defined]
+    if progress is not None:
+        progress(done, True)
     for data in _read_buffered(path, done, 1 << 62, HASH_BLOCK):
         h.update(data)
+        done += len(data)
+        if progress is not None:
+            progress(done, True)
     return h.hexdigest(), True

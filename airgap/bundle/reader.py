@@ -10,6 +10,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import zstandard
@@ -20,7 +21,7 @@ from airgap.errors import AirgapError, DigestMismatch
 from airgap.model.bundle import MAX_MANIFEST_BYTES, BundleManifest, Chunk, Span
 from airgap.model.digest import Digest
 from airgap.signing import PublicKey, SignatureError, verify
-from airgap.streams import verified
+from airgap.streams import ReadAgain, verified
 
 READ = 1024 * 1024
 SLOW_MEDIA = 200 * 1024 * 1024
@@ -108,6 +109,14 @@ class BundleReader:
         self._lock = threading.Lock()
         self._checks: dict[int, Future[ChunkProblem | None]] = {}
         self._checker: ThreadPoolExecutor | None = None
+        # A chunk is read while its check runs, behind it (see read_range): what the check has hashed of the
+        # chunk's first copy, and whether it reads the rest through the page cache (None: not judged yet)
+        self._cond = threading.Condition()
+        self._hashed: dict[int, tuple[int, bool | None]] = {}
+        self._ended: set[int] = set()  # chunks whose check has ended
+        self._clean: set[int] = set()  # chunks whose first copy passed its check
+        self._early: set[int] = set()  # chunks read from before their check ended
+        self._closing = False
 
     def ensure_chunk(self, index: int) -> None:
         """With ``verify_chunks``: check a chunk's size and sha256 the first time it is read (once)."""
@@ -134,11 +143,82 @@ class BundleReader:
             if check is None:
                 if self._checker is None:
                     self._checker = ThreadPoolExecutor(max_workers=2, thread_name_prefix="airgap-check")
-                check = self._checks[index] = self._checker.submit(self.check_chunk, self.manifest.chunks[index])
+                check = self._checks[index] = self._checker.submit(self._run_check, index)
             return check
 
+    def _run_check(self, index: int) -> ChunkProblem | None:
+        """The check of chunk ``index``, publishing how far it has hashed the copy read from meanwhile."""
+        def hashed(done: int, cached: bool | None) -> None:
+            with self._cond:
+                self._hashed[index] = (done, cached)
+                self._cond.notify_all()
+
+        chunk = self.manifest.chunks[index]
+        problem: ChunkProblem | None = None
+        try:
+            problem = self.check_chunk(chunk, progress=hashed)
+            return problem
+        finally:
+            with self._cond:
+                if problem is None and chunk.name not in self.shadowed:
+                    self._clean.add(index)
+                self._ended.add(index)
+                self._cond.notify_all()
+
+    def _behind_check(self, index: int, upto: int, *, first: bool = False) -> bool | None:
+        """Wait until the check of chunk ``index`` has hashed its first ``upto`` bytes and knows how it reads the
+        medium: whether to read through the page cache then; None once the check has ended. ``first``: the
+        caller reads the chunk from then on while it is checked (it is marked so)."""
+        with self._cond:
+            while index not in self._ended and not self._closing:
+                done, cached = self._hashed.get(index, (0, None))
+                if done >= upto and cached is not None:
+                    if first:
+                        self._early.add(index)
+                    return cached
+                self._cond.wait()
+            return None
+
+    def _settle(self, early: Sequence[int]) -> None:
+        """Before the last bytes of a stream: the checks of the chunks it read early must have passed, and on the
+        copy it read (else :class:`ReadAgain`: a good copy, another medium's or rebuilt, is read from now on)."""
+        for index in early:
+            self.ensure_chunk(index)
+            if index not in self._clean:
+                raise ReadAgain(f"chunk {self.manifest.chunks[index].name} was read while it was checked, and the "
+                                "copy read is damaged")
+
+    def checked_through(self, digest: Digest, offset: int) -> bool:
+        """Whether the first ``offset`` bytes of blob ``digest`` came from chunks whose checks have passed: what an
+        upload sent of them may be recorded for a later run to continue. False for a chunk found damaged (and
+        read from a good copy since) that was read from before its check ended."""
+        if not self.verify_chunks or offset <= 0:
+            return True
+        blob = self.manifest.blob(digest)
+        if blob is None:
+            return False
+        span = blob.span
+        k = min((offset - 1) // self.manifest.segment_size, len(span.frames) - 1)
+        last = span.offset + sum(span.frames[: k + 1]) - 1
+        size = self.manifest.chunk_size
+        with self._cond:
+            return all(self._read_good(i) for i in range(span.offset // size, last // size + 1))
+
+    def _read_good(self, index: int) -> bool:
+        """Whether every read of chunk ``index`` so far was of a copy that passed its check (with ``_cond``)."""
+        if index not in self._ended:
+            return False
+        if index in self._clean:
+            return True
+        # damaged, then rebuilt or found good on another medium: good only if nothing read it before
+        return index not in self._early and index in self._checked and self._checked[index] is None
+
     def close(self) -> None:
-        """Stop the background checks (those not started yet are dropped)."""
+        """Stop the background checks (those not started yet are dropped). A read waiting behind a check waits
+        for that check's end instead (one dropped ends it at once, with an error)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
         with self._lock:
             checker, self._checker = self._checker, None
         if checker is not None:
@@ -187,15 +267,17 @@ class BundleReader:
         kind = "truncated" if sizes[0] < chunk.size else "oversized"
         return ChunkProblem(chunk, kind, f"{sizes[0]} of {chunk.size} bytes")
 
-    def check_chunk(self, chunk: Chunk) -> ChunkProblem | None:
+    def check_chunk(self, chunk: Chunk, *,
+                    progress: Callable[[int, bool | None], object] | None = None) -> ChunkProblem | None:
         """Check the chunk's copies in order (the bundle directory, then each medium): the first good one is
-        the one read from then on, so that a damaged copy does not hide a good one on a later medium."""
+        the one read from then on, so that a damaged copy does not hide a good one on a later medium.
+        ``progress``: see :func:`directio.sha256_for_reread` (the first copy's)."""
         copies = self._copies(chunk)
         if not copies:
             return ChunkProblem(chunk, "missing")
         bad: list[tuple[Path, ChunkProblem]] = []
         for p in copies:
-            problem = self._check_copy(chunk, p)
+            problem = self._check_copy(chunk, p, progress if not bad else None)
             if problem is None:
                 self._paths[chunk.name] = p
                 if bad:
@@ -210,7 +292,8 @@ class BundleReader:
                                  for q, b in bad)
         return first
 
-    def _check_copy(self, chunk: Chunk, p: Path) -> ChunkProblem | None:
+    def _check_copy(self, chunk: Chunk, p: Path,
+                    progress: Callable[[int, bool | None], object] | None = None) -> ChunkProblem | None:
         size = p.stat().st_size
         if size != chunk.size:
             kind = "truncated" if size < chunk.size else "oversized"
@@ -220,7 +303,7 @@ class BundleReader:
         else:
             with self._lock:
                 keep = self._slow.get(p.parent)
-            digest, verdict = directio.sha256_for_reread(p, keep=keep, slow_below=SLOW_MEDIA)
+            digest, verdict = directio.sha256_for_reread(p, keep=keep, slow_below=SLOW_MEDIA, progress=progress)
             with self._lock:
                 if verdict is not None:
                     self._slow.setdefault(p.parent, verdict)
@@ -259,22 +342,46 @@ class BundleReader:
         one is asked for (see :func:`directio.read_range`)."""
         size = self.manifest.chunk_size
         pos, end = offset, offset + length
+        early: list[int] = []  # chunks read while their check ran
         while pos < end:
             idx, off = divmod(pos, size)
             chunk = self.manifest.chunks[idx]
+            ahead = False
             if check or (self.repair is not None and self.path(chunk) is None):
-                if self.verify_chunks and end > (idx + 1) * size:
-                    self._start_check(idx + 1)  # this read goes on into the next chunk: check it meanwhile
-                self.ensure_chunk(idx)
+                if self.verify_chunks:
+                    # the chunk is checked whole, on a background thread, and read meanwhile behind that check
+                    # (its bytes are used before the check ends: they are not committed, nor an upload of them
+                    # recorded, before it has passed; see _settle and checked_through). A read that goes on into
+                    # the next chunk starts that one's check too, after the one it needs now
+                    self._start_check(idx)
+                    if end > (idx + 1) * size:
+                        self._start_check(idx + 1)
+                    with self._cond:
+                        ahead = idx not in self._ended and self.path(chunk) is not None
+                if not ahead:
+                    self.ensure_chunk(idx)
             p = self.path(chunk)
             if p is None and self.verify_chunks:
                 raise self.problem_error(ChunkProblem(chunk, "missing"))
             if p is None:
                 raise ChunkMissing(f"chunk {chunk.name} is missing from {', '.join(map(str, self.dirs))}")
             want = min(end - pos, chunk.size - off)
-            for data in directio.read_range(p, off, want, block=READ, cached=chunk.name in self._cached):
+            cached = chunk.name in self._cached
+            ready: Callable[[int], object] | None = None
+            if ahead:
+                behind = self._behind_check(idx, min(off + READ, chunk.size), first=True)
+                if behind is None:  # the check has ended meanwhile
+                    self.ensure_chunk(idx)
+                    p = self.path(chunk) or p
+                    cached = chunk.name in self._cached
+                else:
+                    early.append(idx)
+                    cached, ready = behind, partial(self._behind_check, idx)
+            for data in directio.read_range(p, off, want, block=READ, cached=cached, ready=ready):
                 want -= len(data)
                 pos += len(data)
+                if early and pos == end:  # the stream's last bytes: not before its chunks have passed
+                    self._settle(early)
                 yield data
             if want:
                 raise ChunkCorrupt(f"chunk {chunk.name} is shorter than the manifest says")
@@ -328,21 +435,36 @@ class BundleReader:
         left = size - offset
         frames = self._decoded(span, k, check, path)
         try:
-            for n, out in enumerate(frames):
-                start = skip
-                if n == 0 and k == 0:
-                    start += tarfmt.parse_header(out[: tarfmt.MAX_HEADER], expect_path=path, expect_size=size)
-                skip = max(0, start - len(out))
-                take = max(0, min(left, len(out) - start))
-                if take:
-                    # a middle frame is all content: handed on as it is, without a copy
-                    yield out if start == 0 and take == len(out) else out[start : start + take]
-                    left -= take
-                if not left:
-                    return
-            raise ChunkCorrupt(f"{path} ends early in the bundle stream")
+            yield from self._member(frames, k, skip, left, path, size)
+        except AirgapError:
+            if check and self.verify_chunks:
+                self._explain(span)
+            raise
         finally:
             frames.close()
+
+    def _explain(self, span: Span) -> None:
+        """A stream that read chunks while they were checked found damage (zstd, tar): what their checks say is
+        the error to give (which chunk, which images), or :class:`ReadAgain` once a good copy is read instead."""
+        with self._cond:
+            early = [i for i in self.manifest.chunks_for(span) if i in self._early]
+        self._settle(early)
+
+    @staticmethod
+    def _member(frames: Iterator[bytes], k: int, skip: int, left: int, path: str, size: int) -> Iterator[bytes]:
+        for n, out in enumerate(frames):
+            start = skip
+            if n == 0 and k == 0:
+                start += tarfmt.parse_header(out[: tarfmt.MAX_HEADER], expect_path=path, expect_size=size)
+            skip = max(0, start - len(out))
+            take = max(0, min(left, len(out) - start))
+            if take:
+                # a middle frame is all content: handed on as it is, without a copy
+                yield out if start == 0 and take == len(out) else out[start : start + take]
+                left -= take
+            if not left:
+                return
+        raise ChunkCorrupt(f"{path} ends early in the bundle stream")
 
     @contextmanager
     def open_blob(self, digest: Digest, offset: int = 0, *, check: bool = True) -> Iterator[Iterator[bytes]]:
@@ -350,6 +472,12 @@ class BundleReader:
         if blob is None:
             raise BundleError(f"the bundle does not hold blob {digest}")
         chunks = self.open_member(blob.span, tarfmt.blob_path(digest.hex), blob.size, offset, check=check)
+        if offset and check and self.verify_chunks:
+            # the prefix is hashed, not sent: its chunks are checked before it is read, not behind
+            seg = self.manifest.segment_size
+            k = min((offset - 1) // seg, len(blob.span.frames) - 1)
+            for index in self.manifest.chunks_for(Span(blob.span.offset, blob.span.frames[: k + 1])):
+                self.ensure_chunk(index)
         if offset:
             # hash the prefix too, so that the digest is still checked end to end
             hasher = hashlib.sha256()

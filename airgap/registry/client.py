@@ -26,7 +26,7 @@ from airgap.model.manifest import (
 )
 from airgap.registry.auth import repo_scope
 from airgap.registry.session import Session, redact, registry_errors, storage_full
-from airgap.streams import BlobOpener, take, verified
+from airgap.streams import BlobOpener, ReadAgain, take, verified
 
 log = logging.getLogger(__name__)
 
@@ -397,6 +397,12 @@ class RegistryClient:
                 if sessions is not None:
                     sessions.drop(repository, str(desc.digest))
                 return
+            except ReadAgain as exc:
+                # what was sent is not the good content: a new session, from the start (each time, the source has
+                # replaced a damaged copy it read from with a good one: this ends)
+                log.debug("blob %s: %s; uploading it again", desc.digest.short, exc)
+                location, offset = None, 0
+                continue
             except (ConnectionFailed, httpx.TransportError, _Retry) as exc:
                 if stopping is not None and stopping.is_set():
                     raise UploadStopped(f"upload of blob {desc.digest.short} to {self.host}/{repository}") from exc

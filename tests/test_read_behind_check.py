@@ -1,0 +1,309 @@
+"""An import reads a chunk while the chunk's whole-file check runs, behind that check, instead of waiting for it:
+the uploads start at once, also with chunks of several GiB (a DVD's, a FAT32 stick's). What it sends before the
+check has passed is never committed, nor recorded for a later run to continue: the stream's last bytes wait for
+the check, an upload session is journaled only once the chunks it received have passed, and a chunk found
+damaged (then rebuilt from parity, or read from another medium) makes the upload start again from a new session.
+
+The checks are held at a point (the test releases them) so that every run reads behind a check that has not
+ended, whatever the machine's speed."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import RegistryServer, skopeo_digest
+from test_import_faults import Bundle, _make_bundle, flip_byte
+
+from airgap.bundle import directio
+from airgap.bundle.reader import BundleReader, ChunkCorrupt
+from airgap.importing import Target, import_bundle, map_images
+from airgap.journal import ImportJournal
+from airgap.registry import Registries, RegistryOptions
+from airgap.registry.client import UploadPolicy
+from airgap.repair import Repairer
+from airgap.streams import ReadAgain
+from scripts.demo_images import DEMO_IMAGE_NAMES
+
+MiB = 1024 * 1024
+HOLD_AT = 20 * MiB  # past the medium's speed probe (16 MiB after the first 2 MiB block): the reader may follow
+DAMAGE_AT = 22 * MiB  # beyond the hold: read (by the check and the stream) only once the test releases the check
+
+
+@pytest.fixture(scope="module")
+def big_chunks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bundle]:
+    """The demo images with a 40 MiB layer, in 24 MiB chunks, with one parity chunk."""
+    from scripts.demo_images import build_demo_layout
+
+    workdir = tmp_path_factory.mktemp("big-chunks")
+    build_demo_layout(workdir / "layout", large_layer_size=40 * MiB)
+    yield from _make_bundle(workdir, workdir / "layout", "--chunk-size", "24MiB", "--parity", "1")
+
+
+@pytest.fixture
+def bundle(big_chunks: Bundle, tmp_path: Path) -> Bundle:
+    return big_chunks.copy_to(tmp_path / "bundle")
+
+
+class Hold:
+    """Holds the check of one chunk once it has hashed HOLD_AT bytes, until released (or 20 s)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.reached = threading.Event()
+        self.released = threading.Event()
+        self.ended_at = 0.0
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        real = directio.sha256_for_reread
+
+        def held(path: Path, *, keep: bool | None, slow_below: float,
+                 progress: Callable[[int, bool | None], object] | None = None) -> tuple[str, bool | None]:
+            def seen(done: int, cached: bool | None) -> None:
+                if progress is not None:
+                    progress(done, cached)
+                if path.name == self.name and done >= HOLD_AT and not self.released.is_set():
+                    self.reached.set()
+                    assert self.released.wait(20), "the test never released the check"
+
+            try:
+                return real(path, keep=keep, slow_below=slow_below, progress=seen)
+            finally:
+                if path.name == self.name:
+                    self.ended_at = time.monotonic()
+
+        monkeypatch.setattr(directio, "sha256_for_reread", held)
+
+
+def big_blob(bundle: Bundle) -> tuple[Any, int]:
+    """The 40 MiB layer and the index of the chunk its first bytes are in."""
+    blob = max(bundle.manifest.blobs, key=lambda b: b.size)
+    return blob, blob.span.offset // bundle.manifest.chunk_size
+
+
+def consume(reader: BundleReader, digest: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    """Read a blob on a thread: ``state["got"]`` counts the bytes so far, then "sha256" or "error"."""
+    state: dict[str, Any] = {"got": 0}
+
+    def run() -> None:
+        h = hashlib.sha256()
+        try:
+            with reader.open_blob(digest) as chunks:
+                for part in chunks:
+                    h.update(part)
+                    state["got"] += len(part)
+            state["sha256"] = h.hexdigest()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            state["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, state
+
+
+def wait_for(cond: Callable[[], bool], what: str, seconds: float = 20) -> None:
+    end = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < end, what
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("medium", ["fast", "slow"])
+def test_a_blob_is_read_while_its_chunk_is_checked_and_ends_only_once_the_check_passed(
+        medium: str, bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a fast medium both read it (with O_DIRECT); on a slow one the check goes on through the page cache and
+    the blob's reads follow it there (the medium is read once)."""
+    if medium == "slow":
+        monkeypatch.setattr("airgap.bundle.reader.SLOW_MEDIA", float(1 << 60))
+    buffered: list[int] = []
+    real_buffered = directio._read_buffered
+
+    def counting(path: Path, offset: int, length: int, block: int, **kw: Any) -> Iterator[bytes]:
+        if kw.get("drop_behind"):
+            buffered.append(offset)
+        return real_buffered(path, offset, length, block, **kw)
+
+    monkeypatch.setattr(directio, "_read_buffered", counting)
+    blob, index = big_blob(bundle)
+    hold = Hold(bundle.manifest.chunks[index].name)
+    hold.install(monkeypatch)
+    reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True)
+    try:
+        t, state = consume(reader, blob.digest)
+        assert hold.reached.wait(20)
+        wait_for(lambda: state["got"] >= 8 * MiB, f"nothing read while the chunk was checked: {state}")
+        time.sleep(0.2)
+        assert state["got"] <= HOLD_AT and "sha256" not in state and "error" not in state, state
+        assert not reader.checked_through(blob.digest, 1)  # an upload of these bytes is not recorded yet
+        assert bool(buffered) == (medium == "slow"), buffered  # behind the check: through the page cache, or not
+        hold.released.set()
+        t.join(20)
+        assert state.get("sha256") == blob.digest.hex, state
+        assert reader.checked_through(blob.digest, blob.size)
+    finally:
+        hold.released.set()
+        reader.close()
+
+
+def test_a_chunk_found_damaged_after_it_was_read_fails_the_stream_before_its_end(
+        bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    blob, index = big_blob(bundle)
+    flip_byte(bundle.chunk(index), DAMAGE_AT)
+    hold = Hold(bundle.manifest.chunks[index].name)
+    hold.install(monkeypatch)
+    reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True)
+    try:
+        t, state = consume(reader, blob.digest)
+        wait_for(lambda: state["got"] >= 8 * MiB, f"nothing read while the chunk was checked: {state}")
+        hold.released.set()
+        t.join(20)
+        assert isinstance(state.get("error"), ChunkCorrupt), state
+        assert bundle.manifest.chunks[index].name in str(state["error"])
+        assert state["got"] < blob.size  # the last bytes were never handed out
+        assert not reader.checked_through(blob.digest, 1)
+    finally:
+        hold.released.set()
+        reader.close()
+
+
+def test_a_damaged_chunk_read_before_its_rebuild_makes_the_stream_start_again(
+        bundle: Bundle, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    blob, index = big_blob(bundle)
+    flip_byte(bundle.chunk(index), DAMAGE_AT)
+    hold = Hold(bundle.manifest.chunks[index].name)
+    hold.install(monkeypatch)
+    repairer = Repairer.for_import(bundle.manifest, [bundle.dir], tmp_path / "state")
+    assert repairer is not None
+    reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True, repair=repairer.rebuild)
+    try:
+        t, state = consume(reader, blob.digest)
+        wait_for(lambda: state["got"] >= 8 * MiB, f"nothing read while the chunk was checked: {state}")
+        hold.released.set()
+        t.join(20)
+        assert isinstance(state.get("error"), ReadAgain), state
+        assert state["got"] < blob.size
+        t, state = consume(reader, blob.digest)  # again: from the rebuilt copy
+        t.join(20)
+        assert state.get("sha256") == blob.digest.hex, state
+        assert repairer.rebuilt == [bundle.manifest.chunks[index].name]
+        # what was sent of the damaged copy's bytes is never recorded for a later run, nor is this blob's upload
+        assert not reader.checked_through(blob.digest, blob.size)
+    finally:
+        hold.released.set()
+        reader.close()
+        repairer.cleanup()
+
+
+def _import(bundle: Bundle, host: str, state: Path, reader: BundleReader,
+            monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[tuple[str, int, float]]]:
+    """Import through the library with 1 MiB PATCHes, recording every upload session the journal is given."""
+    recorded: list[tuple[str, int, float]] = []
+    real_put = ImportJournal.put
+
+    def put(self: ImportJournal, repository: str, digest: str, location: str, offset: int) -> None:
+        recorded.append((digest, offset, time.monotonic()))
+        real_put(self, repository, digest, location, offset)
+
+    monkeypatch.setattr(ImportJournal, "put", put)
+    to = Target.parse(f"{host}/behind")
+    with Registries(RegistryOptions(), upload=UploadPolicy(monolithic_max=MiB, chunk_size=MiB)) as registries:
+        result = import_bundle(registries, reader, to, map_images(bundle.manifest, to),
+                               ImportJournal.open(state, bundle.manifest.bundle_id, str(to)))
+    return result, recorded
+
+
+def test_import_of_a_chunk_damaged_and_rebuilt_while_read_commits_the_right_bytes(
+        bundle: Bundle, registry: RegistryServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Against the real registry: the upload that sent bytes of the damaged copy is given up and done again from
+    the rebuilt chunk; skopeo reads every image with the source's digest; no session of it was journaled."""
+    blob, index = big_blob(bundle)
+    flip_byte(bundle.chunk(index), DAMAGE_AT)
+    hold = Hold(bundle.manifest.chunks[index].name)
+    hold.install(monkeypatch)
+    state = tmp_path / "state"
+    repairer = Repairer.for_import(bundle.manifest, [bundle.dir], state)
+    assert repairer is not None
+    reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True, repair=repairer.rebuild)
+    release = threading.Timer(1.5, hold.released.set)  # by then PATCHes of the damaged copy's bytes were accepted
+    release.start()
+    try:
+        result, recorded = _import(bundle, registry.host, state, reader, monkeypatch)
+    finally:
+        release.cancel()
+        hold.released.set()
+        reader.close()
+    assert not result.failed, result.failed
+    assert repairer.rebuilt == [bundle.manifest.chunks[index].name]
+    for name in DEMO_IMAGE_NAMES:
+        assert skopeo_digest(registry.ref(f"behind/{name}")) == bundle.digests[name], name
+    assert not [r for r in recorded if r[0] == str(blob.digest)], recorded
+
+
+def test_import_journals_an_upload_only_once_its_chunks_have_passed(
+        bundle: Bundle, registry: RegistryServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    blob, index = big_blob(bundle)
+    hold = Hold(bundle.manifest.chunks[index].name)
+    hold.install(monkeypatch)
+    reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True)
+    release = threading.Timer(1.5, hold.released.set)
+    release.start()
+    try:
+        result, recorded = _import(bundle, registry.host, tmp_path / "state", reader, monkeypatch)
+    finally:
+        release.cancel()
+        hold.released.set()
+        reader.close()
+    assert not result.failed, result.failed
+    mine = [r for r in recorded if r[0] == str(blob.digest)]
+    assert mine, "the upload of the large blob was never journaled"
+    assert all(t >= hold.ended_at for _, _, t in mine), (hold.ended_at, mine)
+    # and it was read while the check ran: more was sent than the first record holds (1 MiB PATCHes)
+    assert mine[0][1] > 2 * MiB, mine
+
+
+def test_import_of_a_chunk_found_damaged_while_read_commits_nothing_of_it(
+        bundle: Bundle, registry: RegistryServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    blob, index = big_blob(bundle)
+    flip_byte(bundle.chunk(index), DAMAGE_AT)
+    hold = Hold(bundle.manifest.chunks[index].name)
+    hold.install(monkeypatch)
+    reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True)  # no parity used: no repair
+    release = threading.Timer(1.5, hold.released.set)
+    release.start()
+    try:
+        result, recorded = _import(bundle, registry.host, tmp_path / "state", reader, monkeypatch)
+    finally:
+        release.cancel()
+        hold.released.set()
+        reader.close()
+    failed = {f.target: f.error for f in result.failed}
+    assert any(isinstance(e, ChunkCorrupt) and bundle.manifest.chunks[index].name in str(e) for e in failed.values()), \
+        failed
+    assert not [r for r in recorded if r[0] == str(blob.digest)], recorded
+    repository = next(i.repository for i in bundle.manifest.images if blob.digest in i.blobs)
+    with registry.client() as http:
+        assert http.head(f"/v2/behind/{repository}/blobs/{blob.digest}").status_code == 404
+
+
+def test_close_releases_a_read_waiting_behind_a_check_that_will_not_run(bundle: Bundle) -> None:
+    """Ctrl-C: the import closes the reader, which drops the checks not started yet; a read waiting behind one of
+    them must end (with the dropped check's error) instead of keeping the process alive."""
+    from concurrent.futures import CancelledError, Future
+
+    blob, index = big_blob(bundle)
+    reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True)
+    queued: Future[Any] = Future()  # a check waiting for a free checker thread
+    reader._checks[index] = queued
+    t, state = consume(reader, blob.digest)
+    time.sleep(0.3)
+    assert state["got"] == 0 and t.is_alive(), state
+    reader.close()
+    queued.cancel()  # what closing does to a check not started
+    t.join(10)
+    assert not t.is_alive(), "the read still waits behind a check that will never run"
+    assert isinstance(state.get("error"), CancelledError), state
