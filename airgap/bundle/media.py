@@ -4,6 +4,7 @@ removable medium that is not mounted where the output names it."""
 from __future__ import annotations
 
 import os
+import pwd
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,8 +49,19 @@ def unmounted_medium(path: Path, roots: Sequence[Path] | None = None, mountinfo:
         # a bind mount within one file system is a mount point too, which os.path.ismount cannot see
         if any((lv in points) if points is not None else os.path.ismount(lv) for lv in levels):
             return None
-        return root.joinpath(*parts[: 2 if root == Path("/run/media") else 1])  # /run/media/USER/LABEL
+        # udisks mounts a desktop user's media at /run/media/USER/LABEL (Fedora) or /media/USER/LABEL (Debian,
+        # Ubuntu); usbmount and operators by hand at /media/usb0, /mnt/stick
+        deep = root == Path("/run/media") or (len(parts) >= 2 and _is_user(parts[0]))
+        return root.joinpath(*parts[: 2 if deep else 1])
     return None
+
+
+def _is_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except (KeyError, OSError):
+        return False
+    return True
 
 
 def unmounted_note(path: Path) -> str | None:

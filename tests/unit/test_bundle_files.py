@@ -23,6 +23,19 @@ def test_a_path_under_a_media_root_with_nothing_mounted_names_the_mount_point(tm
     assert unmounted_medium(tmp_path / "mediax" / "bundle", [media]) is None
 
 
+def test_a_users_media_directory_names_the_medium_in_it(tmp_path: Path) -> None:
+    """Debian's and Ubuntu's desktops mount a stick at /media/USER/LABEL: the note names the stick's place, not
+    the user's directory (nor a directory of the bundle for a name that is no user's)."""
+    import pwd
+
+    user = pwd.getpwuid(os.getuid()).pw_name
+    media = tmp_path / "media"
+    assert unmounted_medium(media / user / "STICK" / "bundle", [media]) == media / user / "STICK"
+    assert unmounted_medium(media / user / "STICK", [media]) == media / user / "STICK"
+    assert unmounted_medium(media / user, [media]) == media / user
+    assert unmounted_medium(media / "no-such-user-xq" / "bundle" / "x", [media]) == media / "no-such-user-xq"
+
+
 def _mount_below_a_plain_directory() -> Path | None:
     """A mount point of this machine whose parent directory is not one (e.g. /dev/shm under /dev)."""
     with open("/proc/self/mountinfo") as f:
