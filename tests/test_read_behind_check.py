@@ -307,3 +307,81 @@ def test_close_releases_a_read_waiting_behind_a_check_that_will_not_run(bundle: 
     t.join(10)
     assert not t.is_alive(), "the read still waits behind a check that will never run"
     assert isinstance(state.get("error"), CancelledError), state
+
+
+def _second_medium(bundle: Bundle, index: int, tmp_path: Path) -> Path:
+    """A second medium holding a good copy of chunk ``index`` (only)."""
+    import shutil
+
+    media = tmp_path / "media"
+    media.mkdir()
+    shutil.copy(bundle.chunk(index), media / bundle.manifest.chunks[index].name)
+    return media
+
+
+def test_a_blob_read_again_from_a_good_copy_fails_with_the_next_chunks_damage_instead_of_reading_again(
+        bundle: Bundle, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The first copy of the chunk read early is damaged, another medium has a good one: the stream is read again
+    (ReadAgain). The next chunk of the blob is damaged on its only medium: the stream read again must fail with that
+    chunk's error. (It said ReadAgain each time, for the chunk read early by the first stream: the upload started
+    again from a new session forever.)"""
+    blob, index = big_blob(bundle)
+    size = bundle.manifest.chunk_size
+    assert blob.span.end > (index + 1) * size + 2 * MiB  # the blob goes on into the next chunk
+    media = _second_medium(bundle, index, tmp_path)
+    flip_byte(bundle.chunk(index), DAMAGE_AT)
+    flip_byte(bundle.chunk(index + 1), MiB)
+    hold = Hold(bundle.manifest.chunks[index].name)
+    hold.install(monkeypatch)
+    reader = BundleReader(bundle.manifest, [bundle.dir, media], verify_chunks=True)
+    try:
+        t, state = consume(reader, blob.digest)
+        wait_for(lambda: state["got"] >= 8 * MiB, f"nothing read while the chunk was checked: {state}")
+        hold.released.set()
+        t.join(20)
+        assert isinstance(state.get("error"), ReadAgain), state  # the damaged first copy was read
+        t, state = consume(reader, blob.digest)  # again, from the good copy: the next chunk's damage ends it
+        t.join(20)
+        assert isinstance(state.get("error"), ChunkCorrupt), state
+        assert bundle.manifest.chunks[index + 1].name in str(state["error"]), state
+    finally:
+        hold.released.set()
+        reader.close()
+
+
+def test_import_with_a_chunk_good_on_another_medium_and_the_next_one_damaged_fails_the_blob_once(
+        bundle: Bundle, registry: RegistryServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Against the real registry (two media, no parity): the large blob fails with the damaged chunk's error after
+    at most two upload sessions (it started a new session again and again, sending 24 MiB each time)."""
+    from airgap.registry.client import RegistryClient
+
+    blob, index = big_blob(bundle)
+    media = _second_medium(bundle, index, tmp_path)
+    flip_byte(bundle.chunk(index), DAMAGE_AT)
+    flip_byte(bundle.chunk(index + 1), MiB)
+    started: list[int] = []  # the offsets the large blob's uploads were sent from
+    real_patch = RegistryClient._patch_chunks
+
+    def patch_chunks(self: RegistryClient, repository: str, desc: Any, *args: Any, **kwargs: Any) -> None:
+        if desc.digest == blob.digest:
+            started.append(args[2])
+            if len(started) > 8:
+                raise RuntimeError("the upload of the large blob started again and again")
+        real_patch(self, repository, desc, *args, **kwargs)
+
+    monkeypatch.setattr(RegistryClient, "_patch_chunks", patch_chunks)
+    hold = Hold(bundle.manifest.chunks[index].name)
+    hold.install(monkeypatch)
+    reader = BundleReader(bundle.manifest, [bundle.dir, media], verify_chunks=True)
+    release = threading.Timer(1.5, hold.released.set)
+    release.start()
+    try:
+        result, _ = _import(bundle, registry.host, tmp_path / "state", reader, monkeypatch)
+    finally:
+        release.cancel()
+        hold.released.set()
+        reader.close()
+    failed = {f.target: f.error for f in result.failed}
+    assert failed and all(isinstance(e, ChunkCorrupt) and bundle.manifest.chunks[index + 1].name in str(e)
+                          for e in failed.values()), failed
+    assert len(started) <= 2, started

@@ -337,12 +337,13 @@ class BundleReader:
         return report
 
     # -- reading ------------------------------------------------------------------------------
-    def read_range(self, offset: int, length: int, *, check: bool = True) -> Iterator[memoryview | bytes]:
+    def read_range(self, offset: int, length: int, *, check: bool = True,
+                   early: list[int] | None = None) -> Iterator[memoryview | bytes]:
         """Raw stream bytes ``[offset, offset+length)`` across chunk files, as views valid only until the next
-        one is asked for (see :func:`directio.read_range`)."""
+        one is asked for (see :func:`directio.read_range`). ``early`` gets the chunks read while their check ran."""
         size = self.manifest.chunk_size
         pos, end = offset, offset + length
-        early: list[int] = []  # chunks read while their check ran
+        early = [] if early is None else early  # chunks this stream read while their check ran
         while pos < end:
             idx, off = divmod(pos, size)
             chunk = self.manifest.chunks[idx]
@@ -386,7 +387,8 @@ class BundleReader:
             if want:
                 raise ChunkCorrupt(f"chunk {chunk.name} is shorter than the manifest says")
 
-    def _frames(self, span: Span, first: int, check: bool) -> Generator[memoryview, None, None]:
+    def _frames(self, span: Span, first: int, check: bool,
+                early: list[int] | None = None) -> Generator[memoryview, None, None]:
         """The compressed frames ``first..`` of ``span``, each whole (at most 2·S + 64 KiB, section 2.2).
 
         Each is gathered, from the read blocks, into one buffer that the next frame reuses: a frame is valid
@@ -399,7 +401,7 @@ class BundleReader:
         frame = bytearray(max(rest))
         want, have = next(sizes, 0), 0
         with memoryview(frame) as whole:
-            for data in self.read_range(start, span.end - start, check=check):
+            for data in self.read_range(start, span.end - start, check=check, early=early):
                 view = memoryview(data)
                 while view and want:
                     take = min(want - have, len(view))
@@ -410,12 +412,13 @@ class BundleReader:
                         yield whole[:want]
                         want, have = next(sizes, 0), 0
 
-    def _decoded(self, span: Span, first: int, check: bool, what: str) -> Generator[bytes, None, None]:
+    def _decoded(self, span: Span, first: int, check: bool, what: str,
+                 early: list[int] | None = None) -> Generator[bytes, None, None]:
         """The decompressed frames ``first..`` of ``span``, one frame at a time (memory: one segment)."""
         limit = self.manifest.segment_size + FRAME_EXTRA
         dctx = zstandard.ZstdDecompressor()
         try:
-            for frame in self._frames(span, first, check):
+            for frame in self._frames(span, first, check, early):
                 size = zstandard.frame_content_size(frame)
                 if size > limit:  # a forged header must not make us allocate its claim
                     raise ChunkCorrupt(f"the bundle stream is damaged where it holds {what} (a frame claims "
@@ -433,21 +436,23 @@ class BundleReader:
         k = min(offset // seg, len(span.frames) - 1)
         skip = offset - k * seg  # content bytes of frame k to pass over
         left = size - offset
-        frames = self._decoded(span, k, check, path)
+        early: list[int] = []
+        frames = self._decoded(span, k, check, path, early)
         try:
             yield from self._member(frames, k, skip, left, path, size)
         except AirgapError:
             if check and self.verify_chunks:
-                self._explain(span)
+                self._explain(early)
             raise
         finally:
             frames.close()
 
-    def _explain(self, span: Span) -> None:
+    def _explain(self, early: Sequence[int]) -> None:
         """A stream that read chunks while they were checked found damage (zstd, tar): what their checks say is
-        the error to give (which chunk, which images), or :class:`ReadAgain` once a good copy is read instead."""
-        with self._cond:
-            early = [i for i in self.manifest.chunks_for(span) if i in self._early]
+        the error to give (which chunk, which images), or :class:`ReadAgain` once a good copy is read instead.
+        Only the chunks this stream read early: another stream's early read of a chunk (damaged, and read from a
+        good copy since) says nothing of this one's bytes, and a ReadAgain for it would start this one again
+        forever."""
         self._settle(early)
 
     @staticmethod
