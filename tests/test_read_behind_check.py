@@ -385,3 +385,47 @@ def test_import_with_a_chunk_good_on_another_medium_and_the_next_one_damaged_fai
     assert failed and all(isinstance(e, ChunkCorrupt) and bundle.manifest.chunks[index + 1].name in str(e)
                           for e in failed.values()), failed
     assert len(started) <= 2, started
+
+
+def test_import_resuming_a_session_after_a_refused_patch_starts_again_when_its_chunk_was_rebuilt(
+        bundle: Bundle, registry: RegistryServer, fault_proxy_factory: Any, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """A PATCH refused (503, as a load balancer or a 429 answers) after PATCHes of the damaged copy's bytes were
+    accepted: the client continues the session from the registry's offset. Its chunk was rebuilt from parity
+    meanwhile: the session holds damaged bytes, and must not be continued (it was: the final PUT was refused with
+    DIGEST_INVALID and the image failed, though parity had rebuilt the chunk)."""
+    from airgap.importing import CheckedSessions
+
+    blob, index = big_blob(bundle)
+    flip_byte(bundle.chunk(index), DAMAGE_AT)
+    past_damage = DAMAGE_AT - blob.span.offset % bundle.manifest.chunk_size + MiB  # a blob offset
+    proxy = fault_proxy_factory(registry.host)
+    real_put = CheckedSessions.put
+    refused: list[int] = []
+
+    def put(self: CheckedSessions, repository: str, digest: str, location: str, offset: int) -> None:
+        if digest == str(blob.digest) and offset >= past_damage and not refused:
+            refused.append(offset)
+            proxy.http_error(503, match="^PATCH ")  # the next PATCH
+        real_put(self, repository, digest, location, offset)
+
+    monkeypatch.setattr(CheckedSessions, "put", put)
+    hold = Hold(bundle.manifest.chunks[index].name)
+    hold.install(monkeypatch)
+    state = tmp_path / "state"
+    repairer = Repairer.for_import(bundle.manifest, [bundle.dir], state)
+    assert repairer is not None
+    reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True, repair=repairer.rebuild)
+    release = threading.Timer(1.5, hold.released.set)
+    release.start()
+    try:
+        result, recorded = _import(bundle, proxy.host, state, reader, monkeypatch)
+    finally:
+        release.cancel()
+        hold.released.set()
+        reader.close()
+    assert refused and proxy.faults_injected == 1, (refused, proxy.fault_log)
+    assert not result.failed, result.failed
+    assert repairer.rebuilt == [bundle.manifest.chunks[index].name]
+    for name in DEMO_IMAGE_NAMES:
+        assert skopeo_digest(registry.ref(f"behind/{name}")) == bundle.digests[name], name

@@ -483,6 +483,11 @@ class BundleReader:
             k = min((offset - 1) // seg, len(blob.span.frames) - 1)
             for index in self.manifest.chunks_for(Span(blob.span.offset, blob.span.frames[: k + 1])):
                 self.ensure_chunk(index)
+            if not self.checked_through(digest, offset):
+                # an upload continued in this run, whose session got bytes of a damaged copy read early (a good one
+                # is read now): its prefix is not the blob's, the session is given up
+                raise ReadAgain(f"the upload of blob {digest.short} holds bytes of a damaged chunk read while it "
+                                "was checked")
         if offset:
             # hash the prefix too, so that the digest is still checked end to end
             hasher = hashlib.sha256()
