@@ -7,7 +7,9 @@ rerun continues where an interrupted one stopped.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -231,21 +233,43 @@ def check_relied(registries: Registries, manifest: BundleManifest, target: Targe
 class CheckedSessions:
     """The journal's upload sessions, where a session is recorded only once the chunks that held what it received
     have passed their checks (they are read while they are checked): a later run never continues a session that
-    holds bytes of a damaged chunk. A record left out only makes a rerun continue from an earlier one."""
+    holds bytes of a damaged chunk. Until then the journal keeps the session as it stood earlier, a Location that
+    distribution refuses once the session has grown (the next run would start that blob again from byte 0): so the
+    latest session of each upload waits here, and is journaled as soon as the checks it waits for have passed, also
+    after the run was stopped (Ctrl-C: the PATCH in flight ends, and closing the reader lets the checks end)."""
 
     def __init__(self, journal: ImportJournal, reader: BundleReader) -> None:
         self.journal = journal
         self.reader = reader
+        self._lock = threading.Lock()
+        self._waiting: dict[tuple[str, str], tuple[str, int]] = {}  # the latest session not journaled yet
+        reader.when_checked(self._checked)
 
     def get(self, repository: str, digest: str) -> tuple[str, int] | None:
         return self.journal.get(repository, digest)
 
     def put(self, repository: str, digest: str, location: str, offset: int) -> None:
-        if self.reader.checked_through(Digest.parse(digest), offset):
-            self.journal.put(repository, digest, location, offset)
+        with self._lock:
+            if self.reader.checked_through(Digest.parse(digest), offset):
+                self._waiting.pop((repository, digest), None)
+                self.journal.put(repository, digest, location, offset)
+            else:
+                self._waiting[(repository, digest)] = (location, offset)
 
     def drop(self, repository: str, digest: str) -> None:
-        self.journal.drop(repository, digest)
+        with self._lock:
+            self._waiting.pop((repository, digest), None)
+            self.journal.drop(repository, digest)
+
+    def _checked(self) -> None:
+        """A chunk's check has ended: journal the sessions that waited for it (a record not written only loses
+        a resume)."""
+        with self._lock:
+            for (repository, digest), (location, offset) in list(self._waiting.items()):
+                if self.reader.checked_through(Digest.parse(digest), offset):
+                    del self._waiting[(repository, digest)]
+                    with contextlib.suppress(OSError):
+                        self.journal.put(repository, digest, location, offset)
 
 
 class JournaledSink(RegistrySink):

@@ -429,3 +429,83 @@ def test_import_resuming_a_session_after_a_refused_patch_starts_again_when_its_c
     assert repairer.rebuilt == [bundle.manifest.chunks[index].name]
     for name in DEMO_IMAGE_NAMES:
         assert skopeo_digest(registry.ref(f"behind/{name}")) == bundle.digests[name], name
+
+
+@pytest.fixture(scope="module")
+def three_chunks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bundle]:
+    """The demo images with a 56 MiB layer, in 24 MiB chunks: the layer's second chunk is whole (read early too)."""
+    from scripts.demo_images import build_demo_layout
+
+    workdir = tmp_path_factory.mktemp("three-chunks")
+    build_demo_layout(workdir / "layout", large_layer_size=56 * MiB)
+    yield from _make_bundle(workdir, workdir / "layout", "--chunk-size", "24MiB")
+
+
+def test_an_import_stopped_while_reading_behind_a_check_journals_the_session_the_registry_holds(
+        three_chunks: Bundle, registry: RegistryServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Ctrl-C (the sink's wind-down) while the large blob is read behind the check of its second chunk: the PATCH in
+    flight ends, and once that check has passed (the reader's close waits for it) the session is journaled as the
+    registry holds it, so that the next run continues it (threat model R5b). distribution refuses a session's
+    earlier Location: journaled as it stood before that chunk, the session was lost, and the next run sent the blob
+    again from byte 0."""
+    from airgap.importing import CheckedSessions, JournaledSink
+    from airgap.model.manifest import Descriptor
+    from airgap.model.reference import Reference
+    from airgap.registry.client import RegistryClient, UploadStopped
+
+    bundle = three_chunks
+    blob, index = big_blob(bundle)
+    size = bundle.manifest.chunk_size
+    stop_at = (index + 1) * size - blob.span.offset + 2 * MiB  # a blob offset, 2 MiB into its second chunk
+    assert blob.span.end > (index + 1) * size + 4 * MiB
+    repository = next(i.repository for i in bundle.manifest.images if blob.digest in i.blobs)
+    ref = Reference.parse(f"{registry.host}/behind/{repository}")
+    desc = Descriptor(blob.media_type, blob.digest, blob.size)
+    state = tmp_path / "state"
+    hold = Hold(bundle.manifest.chunks[index + 1].name)
+    hold.install(monkeypatch)
+    real_put = CheckedSessions.put
+    sinks: list[JournaledSink] = []
+
+    def put(self: CheckedSessions, repository: str, digest: str, location: str, offset: int) -> None:
+        real_put(self, repository, digest, location, offset)
+        if offset >= stop_at:
+            sinks[0].wind_down()  # Ctrl-C: no PATCH after this one
+
+    monkeypatch.setattr(CheckedSessions, "put", put)
+    reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True)
+    policy = UploadPolicy(monolithic_max=MiB, chunk_size=MiB)
+    try:
+        with Registries(RegistryOptions(), upload=policy) as registries:
+            journal = ImportJournal.open(state, bundle.manifest.bundle_id, f"{registry.host}/behind")
+            sinks.append(JournaledSink(registries, journal, reader=reader))
+            with pytest.raises(UploadStopped):
+                sinks[0].push_blob(ref, desc, lambda offset: reader.open_blob(blob.digest, offset), ())
+            assert not hold.ended_at, "the check ended before the stop: nothing was read behind it"
+    finally:
+        hold.released.set()
+        reader.close()  # as the CLI does: the check in flight ends
+    monkeypatch.setattr(CheckedSessions, "put", real_put)
+    journal = ImportJournal.open(state, bundle.manifest.bundle_id, f"{registry.host}/behind")
+    session = journal.sessions.get((ref.repository, str(blob.digest)))
+    assert session is not None and session[1] >= stop_at, session
+    # the next run continues that session: no new one
+    started: list[str] = []
+    real_start = RegistryClient.start_upload
+
+    def start_upload(self: RegistryClient, repo: str) -> str:
+        started.append(repo)
+        return real_start(self, repo)
+
+    monkeypatch.setattr(RegistryClient, "start_upload", start_upload)
+    reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True)
+    try:
+        with Registries(RegistryOptions(), upload=policy) as registries:
+            assert registries.client(registry.host).upload_offset(ref.repository, session[0]) == session[1]
+            sink = JournaledSink(registries, journal, reader=reader)
+            assert sink.push_blob(ref, desc, lambda offset: reader.open_blob(blob.digest, offset), ()) == "uploaded"
+    finally:
+        reader.close()
+    assert not started, "the next run did not continue the session"
+    with registry.client() as http:
+        assert http.head(f"/v2/{ref.repository}/blobs/{blob.digest}").status_code == 200

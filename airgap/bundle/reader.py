@@ -117,6 +117,7 @@ class BundleReader:
         self._clean: set[int] = set()  # chunks whose first copy passed its check
         self._early: set[int] = set()  # chunks read from before their check ended
         self._closing = False
+        self._on_check_end: list[Callable[[], object]] = []
 
     def ensure_chunk(self, index: int) -> None:
         """With ``verify_chunks``: check a chunk's size and sha256 the first time it is read (once)."""
@@ -164,6 +165,13 @@ class BundleReader:
                     self._clean.add(index)
                 self._ended.add(index)
                 self._cond.notify_all()
+            for callback in self._on_check_end:
+                callback()
+
+    def when_checked(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` (on the checking thread; it must not raise) each time a chunk's check has ended:
+        what waited for :meth:`checked_through` may be done then."""
+        self._on_check_end.append(callback)
 
     def _behind_check(self, index: int, upto: int, *, first: bool = False) -> bool | None:
         """Wait until the check of chunk ``index`` has hashed its first ``upto`` bytes and knows how it reads the
