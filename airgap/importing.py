@@ -233,10 +233,11 @@ def check_relied(registries: Registries, manifest: BundleManifest, target: Targe
 class CheckedSessions:
     """The journal's upload sessions, where a session is recorded only once the chunks that held what it received
     have passed their checks (they are read while they are checked): a later run never continues a session that
-    holds bytes of a damaged chunk. Until then the journal keeps the session as it stood earlier, a Location that
-    distribution refuses once the session has grown (the next run would start that blob again from byte 0): so the
-    latest session of each upload waits here, and is journaled as soon as the checks it waits for have passed, also
-    after the run was stopped (Ctrl-C: the PATCH in flight ends, and closing the reader lets the checks end)."""
+    holds bytes of a damaged chunk: while it receives bytes not checked yet, the journal holds no record of it (an
+    earlier record names the same session on a registry whose upload Location stays the same). The latest session
+    of each upload waits here, and is journaled as soon as the checks it waits for have passed, also after the run
+    was stopped (Ctrl-C: the PATCH in flight ends, and closing the reader lets the checks end): else the next run
+    would start that blob again from byte 0."""
 
     def __init__(self, journal: ImportJournal, reader: BundleReader) -> None:
         self.journal = journal
@@ -254,6 +255,10 @@ class CheckedSessions:
                 self._waiting.pop((repository, digest), None)
                 self.journal.put(repository, digest, location, offset)
             else:
+                if (repository, digest) not in self._waiting:
+                    # the session grows past its record with bytes not checked yet: a registry whose upload
+                    # Location stays the same would let the next run continue it, those bytes included
+                    self.journal.drop(repository, digest)
                 self._waiting[(repository, digest)] = (location, offset)
 
     def drop(self, repository: str, digest: str) -> None:

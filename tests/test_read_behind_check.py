@@ -482,6 +482,14 @@ def test_an_import_stopped_while_reading_behind_a_check_journals_the_session_the
             with pytest.raises(UploadStopped):
                 sinks[0].push_blob(ref, desc, lambda offset: reader.open_blob(blob.digest, offset), ())
             assert not hold.ended_at, "the check ended before the stop: nothing was read behind it"
+            # meanwhile the journal names no session that holds bytes not checked yet (a registry whose upload
+            # Location stays the same would let the next run continue it; distribution refuses the old one)
+            record = ImportJournal.open(state, bundle.manifest.bundle_id, f"{registry.host}/behind").sessions.get(
+                (ref.repository, str(blob.digest)))
+            if record is not None:
+                uuid = record[0].split("?")[0].rsplit("/", 1)[1]
+                data = registry.storage / "docker/registry/v2/repositories" / ref.repository / "_uploads" / uuid
+                assert (data / "data").stat().st_size == record[1], record
     finally:
         hold.released.set()
         reader.close()  # as the CLI does: the check in flight ends
