@@ -517,3 +517,36 @@ def test_an_import_stopped_while_reading_behind_a_check_journals_the_session_the
     assert not started, "the next run did not continue the session"
     with registry.client() as http:
         assert http.head(f"/v2/{ref.repository}/blobs/{blob.digest}").status_code == 200
+
+
+def test_import_journals_no_session_of_a_chunk_whose_check_failed_to_read_it(
+        bundle: Bundle, registry: RegistryServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The check of the chunk read early stops with an I/O error (a bad sector): its chunk never passed, so no
+    upload session of what was read behind it is journaled. (It was taken for passed: the check ended without a
+    problem to return.)"""
+    import errno
+
+    blob, index = big_blob(bundle)
+    name = bundle.manifest.chunks[index].name
+    real = directio.sha256_for_reread
+
+    def failing(path: Path, *, keep: bool | None, slow_below: float,
+                progress: Callable[[int, bool | None], object] | None = None) -> tuple[str, bool | None]:
+        def seen(done: int, cached: bool | None) -> None:
+            if progress is not None:
+                progress(done, cached)
+            if path.name == name and done >= HOLD_AT:
+                time.sleep(1.0)  # meanwhile PATCHes of what was read behind the check are accepted
+                raise OSError(errno.EIO, "Input/output error")
+
+        return real(path, keep=keep, slow_below=slow_below, progress=seen)
+
+    monkeypatch.setattr(directio, "sha256_for_reread", failing)
+    reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True)
+    try:
+        result, recorded = _import(bundle, registry.host, tmp_path / "state", reader, monkeypatch)
+        assert not reader.checked_through(blob.digest, 1)
+    finally:
+        reader.close()
+    assert result.failed
+    assert not [r for r in recorded if r[0] == str(blob.digest)], recorded

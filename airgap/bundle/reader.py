@@ -155,13 +155,14 @@ class BundleReader:
                 self._cond.notify_all()
 
         chunk = self.manifest.chunks[index]
-        problem: ChunkProblem | None = None
+        passed = False  # an error reading the chunk (EIO) ends the check without a problem: not passed either
         try:
             problem = self.check_chunk(chunk, progress=hashed)
+            passed = problem is None
             return problem
         finally:
             with self._cond:
-                if problem is None and chunk.name not in self.shadowed:
+                if passed and chunk.name not in self.shadowed:
                     self._clean.add(index)
                 self._ended.add(index)
                 self._cond.notify_all()
