@@ -7,9 +7,7 @@ rerun continues where an interrupted one stopped.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -230,62 +228,14 @@ def check_relied(registries: Registries, manifest: BundleManifest, target: Targe
     return found
 
 
-class CheckedSessions:
-    """The journal's upload sessions, where a session is recorded only once the chunks that held what it received
-    have passed their checks (they are read while they are checked): a later run never continues a session that
-    holds bytes of a damaged chunk: while it receives bytes not checked yet, the journal holds no record of it (an
-    earlier record names the same session on a registry whose upload Location stays the same). The latest session
-    of each upload waits here, and is journaled as soon as the checks it waits for have passed, also after the run
-    was stopped (Ctrl-C: the PATCH in flight ends, and closing the reader lets the checks end): else the next run
-    would start that blob again from byte 0."""
-
-    def __init__(self, journal: ImportJournal, reader: BundleReader) -> None:
-        self.journal = journal
-        self.reader = reader
-        self._lock = threading.Lock()
-        self._waiting: dict[tuple[str, str], tuple[str, int]] = {}  # the latest session not journaled yet
-        reader.when_checked(self._checked)
-
-    def get(self, repository: str, digest: str) -> tuple[str, int] | None:
-        return self.journal.get(repository, digest)
-
-    def put(self, repository: str, digest: str, location: str, offset: int) -> None:
-        with self._lock:
-            if self.reader.checked_through(Digest.parse(digest), offset):
-                self._waiting.pop((repository, digest), None)
-                self.journal.put(repository, digest, location, offset)
-            else:
-                if (repository, digest) not in self._waiting:
-                    # the session grows past its record with bytes not checked yet: a registry whose upload
-                    # Location stays the same would let the next run continue it, those bytes included
-                    self.journal.drop(repository, digest)
-                self._waiting[(repository, digest)] = (location, offset)
-
-    def drop(self, repository: str, digest: str) -> None:
-        with self._lock:
-            self._waiting.pop((repository, digest), None)
-            self.journal.drop(repository, digest)
-
-    def _checked(self) -> None:
-        """A chunk's check has ended: journal the sessions that waited for it (a record not written only loses
-        a resume)."""
-        with self._lock:
-            for (repository, digest), (location, offset) in list(self._waiting.items()):
-                if self.reader.checked_through(Digest.parse(digest), offset):
-                    del self._waiting[(repository, digest)]
-                    with contextlib.suppress(OSError):
-                        self.journal.put(repository, digest, location, offset)
-
-
 class JournaledSink(RegistrySink):
     """A registry sink that records each committed blob and its upload sessions in the journal. ``holders``
     (a delta's relied-on blobs) and ``known`` (where earlier imports into the registry put each blob): other
     repositories of the target to mount a blob from."""
 
     def __init__(self, registries: Registries, journal: ImportJournal,
-                 holders: dict[Digest, list[str]] | None = None, known: KnownBlobs | None = None,
-                 reader: BundleReader | None = None) -> None:
-        super().__init__(registries, sessions=journal if reader is None else CheckedSessions(journal, reader))
+                 holders: dict[Digest, list[str]] | None = None, known: KnownBlobs | None = None) -> None:
+        super().__init__(registries, sessions=journal)
         self.journal = journal
         self.holders = holders or {}
         self.known = known
@@ -346,7 +296,7 @@ def _import_bundle(registries: Registries, reader: BundleReader, target: Target,
             raise
         except AirgapError as exc:  # a damaged manifest in the bundle: leave this image out, like a damaged blob
             unplanned.append(FailedImage(str(m.request.source), str(m.request.target), exc))
-    sink = JournaledSink(registries, journal, holders, known, reader)
+    sink = JournaledSink(registries, journal, holders, known)
     result.transfer = transfer(source, sink, [p.request for p in planned],
                                jobs=jobs, progress=progress, keep_going=True, planned=planned)
     if unplanned:

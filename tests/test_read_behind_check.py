@@ -1,8 +1,10 @@
 """An import reads a chunk while the chunk's whole-file check runs, behind that check, instead of waiting for it:
 the uploads start at once, also with chunks of several GiB (a DVD's, a FAT32 stick's). What it sends before the
-check has passed is never committed, nor recorded for a later run to continue: the stream's last bytes wait for
-the check, an upload session is journaled only once the chunks it received have passed, and a chunk found
-damaged (then rebuilt from parity, or read from another medium) makes the upload start again from a new session.
+check has passed is never committed: the stream's last bytes wait for the check, and a chunk found damaged (then
+rebuilt from parity, or read from another medium) makes the upload start again from a new session. Every upload
+session is journaled as it grows (a power cut loses no more than a PATCH), and a session that may hold a damaged
+chunk's bytes is never continued to a commit: a rerun continues one only over chunks that pass their check, and
+one the registry refuses (a chunk replaced between the runs) goes again from a new session.
 
 The checks are held at a point (the test releases them) so that every run reads behind a check that has not
 ended, whatever the machine's speed."""
@@ -10,6 +12,7 @@ ended, whatever the machine's speed."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +25,7 @@ from test_import_faults import Bundle, _make_bundle, flip_byte
 
 from airgap.bundle import directio
 from airgap.bundle.reader import BundleReader, ChunkCorrupt
+from airgap.errors import RegistryError
 from airgap.importing import Target, import_bundle, map_images
 from airgap.journal import ImportJournal
 from airgap.registry import Registries, RegistryOptions
@@ -139,12 +143,10 @@ def test_a_blob_is_read_while_its_chunk_is_checked_and_ends_only_once_the_check_
         wait_for(lambda: state["got"] >= 8 * MiB, f"nothing read while the chunk was checked: {state}")
         time.sleep(0.2)
         assert state["got"] <= HOLD_AT and "sha256" not in state and "error" not in state, state
-        assert not reader.checked_through(blob.digest, 1)  # an upload of these bytes is not recorded yet
         assert bool(buffered) == (medium == "slow"), buffered  # behind the check: through the page cache, or not
         hold.released.set()
         t.join(20)
         assert state.get("sha256") == blob.digest.hex, state
-        assert reader.checked_through(blob.digest, blob.size)
     finally:
         hold.released.set()
         reader.close()
@@ -165,7 +167,6 @@ def test_a_chunk_found_damaged_after_it_was_read_fails_the_stream_before_its_end
         assert isinstance(state.get("error"), ChunkCorrupt), state
         assert bundle.manifest.chunks[index].name in str(state["error"])
         assert state["got"] < blob.size  # the last bytes were never handed out
-        assert not reader.checked_through(blob.digest, 1)
     finally:
         hold.released.set()
         reader.close()
@@ -191,8 +192,6 @@ def test_a_damaged_chunk_read_before_its_rebuild_makes_the_stream_start_again(
         t.join(20)
         assert state.get("sha256") == blob.digest.hex, state
         assert repairer.rebuilt == [bundle.manifest.chunks[index].name]
-        # what was sent of the damaged copy's bytes is never recorded for a later run, nor is this blob's upload
-        assert not reader.checked_through(blob.digest, blob.size)
     finally:
         hold.released.set()
         reader.close()
@@ -220,7 +219,7 @@ def _import(bundle: Bundle, host: str, state: Path, reader: BundleReader,
 def test_import_of_a_chunk_damaged_and_rebuilt_while_read_commits_the_right_bytes(
         bundle: Bundle, registry: RegistryServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Against the real registry: the upload that sent bytes of the damaged copy is given up and done again from
-    the rebuilt chunk; skopeo reads every image with the source's digest; no session of it was journaled."""
+    the rebuilt chunk; skopeo reads every image with the source's digest."""
     blob, index = big_blob(bundle)
     flip_byte(bundle.chunk(index), DAMAGE_AT)
     hold = Hold(bundle.manifest.chunks[index].name)
@@ -241,42 +240,27 @@ def test_import_of_a_chunk_damaged_and_rebuilt_while_read_commits_the_right_byte
     assert repairer.rebuilt == [bundle.manifest.chunks[index].name]
     for name in DEMO_IMAGE_NAMES:
         assert skopeo_digest(registry.ref(f"behind/{name}")) == bundle.digests[name], name
-    assert not [r for r in recorded if r[0] == str(blob.digest)], recorded
 
 
-def test_import_journals_an_upload_only_once_its_chunks_have_passed(
-        bundle: Bundle, registry: RegistryServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    blob, index = big_blob(bundle)
-    hold = Hold(bundle.manifest.chunks[index].name)
-    hold.install(monkeypatch)
-    reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True)
-    release = threading.Timer(1.5, hold.released.set)
-    release.start()
-    try:
-        result, recorded = _import(bundle, registry.host, tmp_path / "state", reader, monkeypatch)
-    finally:
-        release.cancel()
-        hold.released.set()
-        reader.close()
-    assert not result.failed, result.failed
-    mine = [r for r in recorded if r[0] == str(blob.digest)]
-    assert mine, "the upload of the large blob was never journaled"
-    assert all(t >= hold.ended_at for _, _, t in mine), (hold.ended_at, mine)
-    # and it was read while the check ran: more was sent than the first record holds (1 MiB PATCHes)
-    assert mine[0][1] > 2 * MiB, mine
+@pytest.mark.parametrize("then", ["chunk-replaced", "parity"])
+def test_import_of_a_chunk_found_damaged_while_read_commits_nothing_of_it_and_the_rerun_never_continues_it(
+        then: str, bundle: Bundle, registry: RegistryServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The large blob fails with the damaged chunk's error and is not in the target; its upload session, journaled
+    as it grew, holds the damaged bytes. The rerun never commits them: with the chunk replaced by a good copy (as
+    `verify` tells the operator), it continues the session and the registry refuses the digest, so the blob goes
+    again from a new session; with parity, the chunk is rebuilt and the session is not continued at all."""
+    from airgap.registry.client import RegistryClient
 
-
-def test_import_of_a_chunk_found_damaged_while_read_commits_nothing_of_it(
-        bundle: Bundle, registry: RegistryServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     blob, index = big_blob(bundle)
     flip_byte(bundle.chunk(index), DAMAGE_AT)
     hold = Hold(bundle.manifest.chunks[index].name)
     hold.install(monkeypatch)
+    state = tmp_path / "state"
     reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True)  # no parity used: no repair
     release = threading.Timer(1.5, hold.released.set)
     release.start()
     try:
-        result, recorded = _import(bundle, registry.host, tmp_path / "state", reader, monkeypatch)
+        result, _ = _import(bundle, registry.host, state, reader, monkeypatch)
     finally:
         release.cancel()
         hold.released.set()
@@ -284,10 +268,51 @@ def test_import_of_a_chunk_found_damaged_while_read_commits_nothing_of_it(
     failed = {f.target: f.error for f in result.failed}
     assert any(isinstance(e, ChunkCorrupt) and bundle.manifest.chunks[index].name in str(e) for e in failed.values()), \
         failed
-    assert not [r for r in recorded if r[0] == str(blob.digest)], recorded
     repository = next(i.repository for i in bundle.manifest.images if blob.digest in i.blobs)
     with registry.client() as http:
         assert http.head(f"/v2/behind/{repository}/blobs/{blob.digest}").status_code == 404
+    journal = ImportJournal.open(state, bundle.manifest.bundle_id, f"{registry.host}/behind")
+    session = journal.sessions.get((f"behind/{repository}", str(blob.digest)))
+    assert session is not None and session[1] > DAMAGE_AT - blob.span.offset, session  # past the damaged byte
+
+    started: list[str] = []
+    real_start = RegistryClient.start_upload
+
+    def start_upload(self: RegistryClient, repo: str) -> str:
+        started.append(repo)
+        return real_start(self, repo)
+
+    monkeypatch.setattr(RegistryClient, "start_upload", start_upload)
+    refused: list[tuple[int | None, tuple[str, ...]]] = []
+    real_final = RegistryClient._put_final
+
+    def put_final(self: RegistryClient, *args: Any, **kw: Any) -> None:
+        try:
+            real_final(self, *args, **kw)
+        except RegistryError as exc:
+            refused.append((exc.status, exc.codes))
+            raise
+
+    monkeypatch.setattr(RegistryClient, "_put_final", put_final)
+    repairer = None
+    if then == "chunk-replaced":
+        shutil.copyfile(bundle.pristine / bundle.manifest.chunks[index].name, bundle.chunk(index))
+    else:
+        repairer = Repairer.for_import(bundle.manifest, [bundle.dir], state)
+        assert repairer is not None
+    reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True,
+                          repair=repairer.rebuild if repairer else None)
+    try:
+        result, _ = _import(bundle, registry.host, state, reader, monkeypatch)
+    finally:
+        reader.close()
+    assert not result.failed, result.failed
+    # every image had data in the chunk: its config and the large blob's new session
+    assert started.count(f"behind/{repository}") == 2, started
+    # replaced: the session was continued, and its content refused; parity: it was not continued
+    assert refused == ([(400, ("DIGEST_INVALID",))] if then == "chunk-replaced" else []), refused
+    for name in DEMO_IMAGE_NAMES:
+        assert skopeo_digest(registry.ref(f"behind/{name}")) == bundle.digests[name], name
 
 
 def test_close_releases_a_read_waiting_behind_a_check_that_will_not_run(bundle: Bundle) -> None:
@@ -394,22 +419,20 @@ def test_import_resuming_a_session_after_a_refused_patch_starts_again_when_its_c
     accepted: the client continues the session from the registry's offset. Its chunk was rebuilt from parity
     meanwhile: the session holds damaged bytes, and must not be continued (it was: the final PUT was refused with
     DIGEST_INVALID and the image failed, though parity had rebuilt the chunk)."""
-    from airgap.importing import CheckedSessions
-
     blob, index = big_blob(bundle)
     flip_byte(bundle.chunk(index), DAMAGE_AT)
     past_damage = DAMAGE_AT - blob.span.offset % bundle.manifest.chunk_size + MiB  # a blob offset
     proxy = fault_proxy_factory(registry.host)
-    real_put = CheckedSessions.put
+    real_put = ImportJournal.put
     refused: list[int] = []
 
-    def put(self: CheckedSessions, repository: str, digest: str, location: str, offset: int) -> None:
+    def put(self: ImportJournal, repository: str, digest: str, location: str, offset: int) -> None:
         if digest == str(blob.digest) and offset >= past_damage and not refused:
             refused.append(offset)
             proxy.http_error(503, match="^PATCH ")  # the next PATCH
         real_put(self, repository, digest, location, offset)
 
-    monkeypatch.setattr(CheckedSessions, "put", put)
+    monkeypatch.setattr(ImportJournal, "put", put)
     hold = Hold(bundle.manifest.chunks[index].name)
     hold.install(monkeypatch)
     state = tmp_path / "state"
@@ -444,11 +467,11 @@ def three_chunks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bundle]:
 def test_an_import_stopped_while_reading_behind_a_check_journals_the_session_the_registry_holds(
         three_chunks: Bundle, registry: RegistryServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Ctrl-C (the sink's wind-down) while the large blob is read behind the check of its second chunk: the PATCH in
-    flight ends, and once that check has passed (the reader's close waits for it) the session is journaled as the
-    registry holds it, so that the next run continues it (threat model R5b). distribution refuses a session's
-    earlier Location: journaled as it stood before that chunk, the session was lost, and the next run sent the blob
-    again from byte 0."""
-    from airgap.importing import CheckedSessions, JournaledSink
+    flight ends, the session is journaled as the registry holds it, and the next run continues it once that chunk
+    passes its check (threat model R5b). distribution refuses a session's earlier Location: journaled as it stood
+    before that chunk (as a first version did), the session was lost, and the next run sent the blob again from
+    byte 0."""
+    from airgap.importing import JournaledSink
     from airgap.model.manifest import Descriptor
     from airgap.model.reference import Reference
     from airgap.registry.client import RegistryClient, UploadStopped
@@ -464,36 +487,35 @@ def test_an_import_stopped_while_reading_behind_a_check_journals_the_session_the
     state = tmp_path / "state"
     hold = Hold(bundle.manifest.chunks[index + 1].name)
     hold.install(monkeypatch)
-    real_put = CheckedSessions.put
+    real_put = ImportJournal.put
     sinks: list[JournaledSink] = []
 
-    def put(self: CheckedSessions, repository: str, digest: str, location: str, offset: int) -> None:
+    def put(self: ImportJournal, repository: str, digest: str, location: str, offset: int) -> None:
         real_put(self, repository, digest, location, offset)
         if offset >= stop_at:
             sinks[0].wind_down()  # Ctrl-C: no PATCH after this one
 
-    monkeypatch.setattr(CheckedSessions, "put", put)
+    monkeypatch.setattr(ImportJournal, "put", put)
     reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True)
     policy = UploadPolicy(monolithic_max=MiB, chunk_size=MiB)
     try:
         with Registries(RegistryOptions(), upload=policy) as registries:
             journal = ImportJournal.open(state, bundle.manifest.bundle_id, f"{registry.host}/behind")
-            sinks.append(JournaledSink(registries, journal, reader=reader))
+            sinks.append(JournaledSink(registries, journal))
             with pytest.raises(UploadStopped):
                 sinks[0].push_blob(ref, desc, lambda offset: reader.open_blob(blob.digest, offset), ())
             assert not hold.ended_at, "the check ended before the stop: nothing was read behind it"
-            # meanwhile the journal names no session that holds bytes not checked yet (a registry whose upload
-            # Location stays the same would let the next run continue it; distribution refuses the old one)
+            # the journal names the session as the registry holds it
             record = ImportJournal.open(state, bundle.manifest.bundle_id, f"{registry.host}/behind").sessions.get(
                 (ref.repository, str(blob.digest)))
-            if record is not None:
-                uuid = record[0].split("?")[0].rsplit("/", 1)[1]
-                data = registry.storage / "docker/registry/v2/repositories" / ref.repository / "_uploads" / uuid
-                assert (data / "data").stat().st_size == record[1], record
+            assert record is not None
+            uuid = record[0].split("?")[0].rsplit("/", 1)[1]
+            data = registry.storage / "docker/registry/v2/repositories" / ref.repository / "_uploads" / uuid
+            assert (data / "data").stat().st_size == record[1], record
     finally:
         hold.released.set()
         reader.close()  # as the CLI does: the check in flight ends
-    monkeypatch.setattr(CheckedSessions, "put", real_put)
+    monkeypatch.setattr(ImportJournal, "put", real_put)
     journal = ImportJournal.open(state, bundle.manifest.bundle_id, f"{registry.host}/behind")
     session = journal.sessions.get((ref.repository, str(blob.digest)))
     assert session is not None and session[1] >= stop_at, session
@@ -510,7 +532,7 @@ def test_an_import_stopped_while_reading_behind_a_check_journals_the_session_the
     try:
         with Registries(RegistryOptions(), upload=policy) as registries:
             assert registries.client(registry.host).upload_offset(ref.repository, session[0]) == session[1]
-            sink = JournaledSink(registries, journal, reader=reader)
+            sink = JournaledSink(registries, journal)
             assert sink.push_blob(ref, desc, lambda offset: reader.open_blob(blob.digest, offset), ()) == "uploaded"
     finally:
         reader.close()
@@ -519,11 +541,11 @@ def test_an_import_stopped_while_reading_behind_a_check_journals_the_session_the
         assert http.head(f"/v2/{ref.repository}/blobs/{blob.digest}").status_code == 200
 
 
-def test_import_journals_no_session_of_a_chunk_whose_check_failed_to_read_it(
+def test_a_chunk_check_stopped_by_a_read_error_is_not_a_passed_one(
         bundle: Bundle, registry: RegistryServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The check of the chunk read early stops with an I/O error (a bad sector): its chunk never passed, so no
-    upload session of what was read behind it is journaled. (It was taken for passed: the check ended without a
-    problem to return.)"""
+    """The check of the chunk read early stops with an I/O error (a bad sector): the blob read behind it fails,
+    and the chunk does not count as passed (it did: the check ended without a problem to return, and a session of
+    what was read behind it could be continued unchecked); the rerun completes."""
     import errno
 
     blob, index = big_blob(bundle)
@@ -544,9 +566,17 @@ def test_import_journals_no_session_of_a_chunk_whose_check_failed_to_read_it(
     monkeypatch.setattr(directio, "sha256_for_reread", failing)
     reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True)
     try:
-        result, recorded = _import(bundle, registry.host, tmp_path / "state", reader, monkeypatch)
-        assert not reader.checked_through(blob.digest, 1)
+        result, _ = _import(bundle, registry.host, tmp_path / "state", reader, monkeypatch)
+        assert index not in reader._clean
     finally:
         reader.close()
     assert result.failed
-    assert not [r for r in recorded if r[0] == str(blob.digest)], recorded
+    monkeypatch.setattr(directio, "sha256_for_reread", real)
+    reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True)
+    try:
+        result, _ = _import(bundle, registry.host, tmp_path / "state", reader, monkeypatch)
+    finally:
+        reader.close()
+    assert not result.failed, result.failed
+    for name in DEMO_IMAGE_NAMES:
+        assert skopeo_digest(registry.ref(f"behind/{name}")) == bundle.digests[name], name

@@ -117,7 +117,6 @@ class BundleReader:
         self._clean: set[int] = set()  # chunks whose first copy passed its check
         self._early: set[int] = set()  # chunks read from before their check ended
         self._closing = False
-        self._on_check_end: list[Callable[[], object]] = []
 
     def ensure_chunk(self, index: int) -> None:
         """With ``verify_chunks``: check a chunk's size and sha256 the first time it is read (once)."""
@@ -166,13 +165,6 @@ class BundleReader:
                     self._clean.add(index)
                 self._ended.add(index)
                 self._cond.notify_all()
-            for callback in self._on_check_end:
-                callback()
-
-    def when_checked(self, callback: Callable[[], object]) -> None:
-        """Call ``callback()`` (on the checking thread; it must not raise) each time a chunk's check has ended:
-        what waited for :meth:`checked_through` may be done then."""
-        self._on_check_end.append(callback)
 
     def _behind_check(self, index: int, upto: int, *, first: bool = False) -> bool | None:
         """Wait until the check of chunk ``index`` has hashed its first ``upto`` bytes and knows how it reads the
@@ -196,31 +188,6 @@ class BundleReader:
             if index not in self._clean:
                 raise ReadAgain(f"chunk {self.manifest.chunks[index].name} was read while it was checked, and the "
                                 "copy read is damaged")
-
-    def checked_through(self, digest: Digest, offset: int) -> bool:
-        """Whether the first ``offset`` bytes of blob ``digest`` came from chunks whose checks have passed: what an
-        upload sent of them may be recorded for a later run to continue. False for a chunk found damaged (and
-        read from a good copy since) that was read from before its check ended."""
-        if not self.verify_chunks or offset <= 0:
-            return True
-        blob = self.manifest.blob(digest)
-        if blob is None:
-            return False
-        span = blob.span
-        k = min((offset - 1) // self.manifest.segment_size, len(span.frames) - 1)
-        last = span.offset + sum(span.frames[: k + 1]) - 1
-        size = self.manifest.chunk_size
-        with self._cond:
-            return all(self._read_good(i) for i in range(span.offset // size, last // size + 1))
-
-    def _read_good(self, index: int) -> bool:
-        """Whether every read of chunk ``index`` so far was of a copy that passed its check (with ``_cond``)."""
-        if index not in self._ended:
-            return False
-        if index in self._clean:
-            return True
-        # damaged, then rebuilt or found good on another medium: good only if nothing read it before
-        return index not in self._early and index in self._checked and self._checked[index] is None
 
     def close(self) -> None:
         """Stop the background checks (those not started yet are dropped). A read waiting behind a check waits
@@ -360,9 +327,9 @@ class BundleReader:
             if check or (self.repair is not None and self.path(chunk) is None):
                 if self.verify_chunks:
                     # the chunk is checked whole, on a background thread, and read meanwhile behind that check
-                    # (its bytes are used before the check ends: they are not committed, nor an upload of them
-                    # recorded, before it has passed; see _settle and checked_through). A read that goes on into
-                    # the next chunk starts that one's check too, after the one it needs now
+                    # (its bytes are sent before the check ends: the stream's last ones wait for it, see _settle,
+                    # and an upload is continued only over chunks that passed, see open_blob). A read that goes on
+                    # into the next chunk starts that one's check too, after the one it needs now
                     self._start_check(idx)
                     if end > (idx + 1) * size:
                         self._start_check(idx + 1)
@@ -490,13 +457,17 @@ class BundleReader:
             # the prefix is hashed, not sent: its chunks are checked before it is read, not behind
             seg = self.manifest.segment_size
             k = min((offset - 1) // seg, len(blob.span.frames) - 1)
-            for index in self.manifest.chunks_for(Span(blob.span.offset, blob.span.frames[: k + 1])):
+            under = self.manifest.chunks_for(Span(blob.span.offset, blob.span.frames[: k + 1]))
+            for index in under:
                 self.ensure_chunk(index)
-            if not self.checked_through(digest, offset):
-                # an upload continued in this run, whose session got bytes of a damaged copy read early (a good one
-                # is read now): its prefix is not the blob's, the session is given up
-                raise ReadAgain(f"the upload of blob {digest.short} holds bytes of a damaged chunk read while it "
-                                "was checked")
+            with self._cond:
+                damaged = [self.manifest.chunks[i].name for i in under if i not in self._clean]
+            if damaged:
+                # the session being continued (by this run, or journaled by an earlier one) received bytes read
+                # from these chunks, maybe while they were checked, maybe from the copy found damaged (a good one is
+                # read now): its prefix may not be the blob's, the session is given up
+                raise ReadAgain(f"the upload of blob {digest.short} may hold bytes of {', '.join(damaged)}, found "
+                                "damaged")
         if offset:
             # hash the prefix too, so that the digest is still checked end to end
             hasher = hashlib.sha256()

@@ -384,6 +384,7 @@ class RegistryClient:
         """Upload a blob: one streamed PUT when small, PATCH chunks when large, resuming after failures."""
         tries = self.session.options.retry.tries
         failures = 0
+        refused = False  # the registry refused a continued session's content once
         while True:
             if location is None:
                 location, offset = self.start_upload(repository), 0
@@ -393,7 +394,20 @@ class RegistryClient:
                     self._put_final(repository, desc, location, opener, desc.size)
                 else:
                     self._patch_chunks(repository, desc, newest, opener, offset, sessions, stopping)
-                    self._put_final(repository, desc, newest[0], None, 0)
+                    try:
+                        self._put_final(repository, desc, newest[0], None, 0)
+                    except RegistryError as exc:
+                        if offset == 0 or refused or exc.status != 400 or "DIGEST_INVALID" not in exc.codes:
+                            raise
+                        # what this attempt sent is the blob's (its digest was checked as it went), so the bytes the
+                        # session held before it are not (an earlier run's, read from a chunk found damaged and
+                        # replaced since): the blob goes again, once, from a new session
+                        if sessions is not None:
+                            sessions.drop(repository, str(desc.digest))
+                        log.debug("blob %s: the registry refused the continued session's content (%s); uploading "
+                                  "it again", desc.digest.short, exc)
+                        refused, location, offset = True, None, 0
+                        continue
                 if sessions is not None:
                     sessions.drop(repository, str(desc.digest))
                 return
