@@ -24,6 +24,13 @@ from airgap.signing import PublicKey, SignatureError, verify
 from airgap.streams import ReadAgain, verified
 
 READ = 1024 * 1024
+READ_LARGE = 4 * 1024 * 1024
+"""Blocks a read of a range of LARGE_RANGE bytes or more asks for (``O_DIRECT`` has no read-ahead: one block is
+read ahead, and larger ones keep the medium busy). Only large blobs span that much, and an import moves at most
+two of them at once (the engine's large-blob lanes), so memory stays bounded (two buffers each). The bench set's
+import, medians of alternated rounds against 1 MiB blocks: 4.46 s against 4.66 s (6 rounds), 4.80 s against 4.91 s
+(8 rounds, a busier VM), ~0.1 CPU-s less; peak RSS 74-78 MiB against 62 MiB."""
+LARGE_RANGE = 16 * 1024 * 1024
 SLOW_MEDIA = 200 * 1024 * 1024
 """Bytes/s: a medium read slower than this (USB sticks, DVDs, network shares) is read once per chunk, through
 the page cache, instead of twice with O_DIRECT: there the import waits for the medium, and a second read
@@ -319,6 +326,7 @@ class BundleReader:
         one is asked for (see :func:`directio.read_range`). ``early`` gets the chunks read while their check ran."""
         size = self.manifest.chunk_size
         pos, end = offset, offset + length
+        block = READ_LARGE if length >= LARGE_RANGE else READ
         early = [] if early is None else early  # chunks this stream read while their check ran
         while pos < end:
             idx, off = divmod(pos, size)
@@ -346,7 +354,7 @@ class BundleReader:
             cached = chunk.name in self._cached
             ready: Callable[[int], object] | None = None
             if ahead:
-                behind = self._behind_check(idx, min(off + READ, chunk.size), first=True)
+                behind = self._behind_check(idx, min(off + block, chunk.size), first=True)
                 if behind is None:  # the check has ended meanwhile
                     self.ensure_chunk(idx)
                     p = self.path(chunk) or p
@@ -354,7 +362,7 @@ class BundleReader:
                 else:
                     early.append(idx)
                     cached, ready = behind, partial(self._behind_check, idx)
-            for data in directio.read_range(p, off, want, block=READ, cached=cached, ready=ready):
+            for data in directio.read_range(p, off, want, block=block, cached=cached, ready=ready):
                 want -= len(data)
                 pos += len(data)
                 if early and pos == end:  # the stream's last bytes: not before its chunks have passed
