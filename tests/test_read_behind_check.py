@@ -64,24 +64,45 @@ class Hold:
         self.ended_at = 0.0
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        real = directio.sha256_for_reread
+        def hold() -> None:
+            if not self.released.is_set():
+                self.reached.set()
+                assert self.released.wait(20), "the test never released the check"
 
-        def held(path: Path, *, keep: bool | None, slow_below: float,
+        def ended() -> None:
+            self.ended_at = time.monotonic()
+
+        in_check(monkeypatch, self.name, HOLD_AT, hold, ended)
+
+
+def in_check(monkeypatch: pytest.MonkeyPatch, name: str, at: int, action: Callable[[], None],
+             ended: Callable[[], None] = lambda: None) -> None:
+    """Run ``action()`` in the check of the chunk called ``name`` after each block from its first ``at`` bytes on
+    (it may wait, or raise), and ``ended()`` when that check ends."""
+    real = directio.sha256_for_reread
+
+    def checking(path: Path, *, keep: bool | None, slow_below: float,
                  progress: Callable[[int, bool | None], object] | None = None) -> tuple[str, bool | None]:
-            def seen(done: int, cached: bool | None) -> None:
-                if progress is not None:
-                    progress(done, cached)
-                if path.name == self.name and done >= HOLD_AT and not self.released.is_set():
-                    self.reached.set()
-                    assert self.released.wait(20), "the test never released the check"
+        def seen(done: int, cached: bool | None) -> None:
+            if progress is not None:
+                progress(done, cached)
+            if path.name == name and done >= at:
+                action()
 
-            try:
-                return real(path, keep=keep, slow_below=slow_below, progress=seen)
-            finally:
-                if path.name == self.name:
-                    self.ended_at = time.monotonic()
+        try:
+            return real(path, keep=keep, slow_below=slow_below, progress=seen)
+        finally:
+            if path.name == name:
+                ended()
 
-        monkeypatch.setattr(directio, "sha256_for_reread", held)
+    monkeypatch.setattr(directio, "sha256_for_reread", checking)
+
+
+def repairing_reader(bundle: Bundle, state: Path) -> tuple[BundleReader, Repairer]:
+    """A reader of the bundle as an import makes it, rebuilding damaged chunks from parity into ``state``."""
+    repairer = Repairer.for_import(bundle.manifest, [bundle.dir], state)
+    assert repairer is not None
+    return BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True, repair=repairer.rebuild), repairer
 
 
 def big_blob(bundle: Bundle) -> tuple[Any, int]:
@@ -152,50 +173,36 @@ def test_a_blob_is_read_while_its_chunk_is_checked_and_ends_only_once_the_check_
         reader.close()
 
 
+@pytest.mark.parametrize("parity", [False, True])
 def test_a_chunk_found_damaged_after_it_was_read_fails_the_stream_before_its_end(
-        bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+        parity: bool, bundle: Bundle, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Without parity the stream fails with the chunk's error; with it, with ReadAgain, and read again it gives
+    the blob from the rebuilt chunk. Either way the last bytes were never handed out."""
     blob, index = big_blob(bundle)
     flip_byte(bundle.chunk(index), DAMAGE_AT)
     hold = Hold(bundle.manifest.chunks[index].name)
     hold.install(monkeypatch)
-    reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True)
+    reader, repairer = (repairing_reader(bundle, tmp_path / "state") if parity else
+                        (BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True), None))
     try:
         t, state = consume(reader, blob.digest)
         wait_for(lambda: state["got"] >= 8 * MiB, f"nothing read while the chunk was checked: {state}")
         hold.released.set()
         t.join(20)
-        assert isinstance(state.get("error"), ChunkCorrupt), state
-        assert bundle.manifest.chunks[index].name in str(state["error"])
-        assert state["got"] < blob.size  # the last bytes were never handed out
-    finally:
-        hold.released.set()
-        reader.close()
-
-
-def test_a_damaged_chunk_read_before_its_rebuild_makes_the_stream_start_again(
-        bundle: Bundle, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    blob, index = big_blob(bundle)
-    flip_byte(bundle.chunk(index), DAMAGE_AT)
-    hold = Hold(bundle.manifest.chunks[index].name)
-    hold.install(monkeypatch)
-    repairer = Repairer.for_import(bundle.manifest, [bundle.dir], tmp_path / "state")
-    assert repairer is not None
-    reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True, repair=repairer.rebuild)
-    try:
-        t, state = consume(reader, blob.digest)
-        wait_for(lambda: state["got"] >= 8 * MiB, f"nothing read while the chunk was checked: {state}")
-        hold.released.set()
-        t.join(20)
-        assert isinstance(state.get("error"), ReadAgain), state
+        assert isinstance(state.get("error"), ReadAgain if parity else ChunkCorrupt), state
         assert state["got"] < blob.size
-        t, state = consume(reader, blob.digest)  # again: from the rebuilt copy
-        t.join(20)
-        assert state.get("sha256") == blob.digest.hex, state
-        assert repairer.rebuilt == [bundle.manifest.chunks[index].name]
+        if repairer is None:
+            assert bundle.manifest.chunks[index].name in str(state["error"])
+        else:
+            t, state = consume(reader, blob.digest)  # again: from the rebuilt copy
+            t.join(20)
+            assert state.get("sha256") == blob.digest.hex, state
+            assert repairer.rebuilt == [bundle.manifest.chunks[index].name]
     finally:
         hold.released.set()
         reader.close()
-        repairer.cleanup()
+        if repairer is not None:
+            repairer.cleanup()
 
 
 def _import(bundle: Bundle, host: str, state: Path, reader: BundleReader,
@@ -216,6 +223,35 @@ def _import(bundle: Bundle, host: str, state: Path, reader: BundleReader,
     return result, recorded
 
 
+def count_new_sessions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The repositories of the upload sessions started from now on, one entry each."""
+    from airgap.registry.client import RegistryClient
+
+    started: list[str] = []
+    real_start = RegistryClient.start_upload
+
+    def start_upload(self: RegistryClient, repo: str) -> str:
+        started.append(repo)
+        return real_start(self, repo)
+
+    monkeypatch.setattr(RegistryClient, "start_upload", start_upload)
+    return started
+
+
+def _import_held(bundle: Bundle, host: str, state: Path, reader: BundleReader, hold: Hold,
+                 monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[tuple[str, int, float]]]:
+    """:func:`_import` with the held check released after 1.5 s: by then PATCHes of what was read behind it were
+    accepted. The reader is closed after."""
+    release = threading.Timer(1.5, hold.released.set)
+    release.start()
+    try:
+        return _import(bundle, host, state, reader, monkeypatch)
+    finally:
+        release.cancel()
+        hold.released.set()
+        reader.close()
+
+
 def test_import_of_a_chunk_damaged_and_rebuilt_while_read_commits_the_right_bytes(
         bundle: Bundle, registry: RegistryServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Against the real registry: the upload that sent bytes of the damaged copy is given up and done again from
@@ -225,17 +261,8 @@ def test_import_of_a_chunk_damaged_and_rebuilt_while_read_commits_the_right_byte
     hold = Hold(bundle.manifest.chunks[index].name)
     hold.install(monkeypatch)
     state = tmp_path / "state"
-    repairer = Repairer.for_import(bundle.manifest, [bundle.dir], state)
-    assert repairer is not None
-    reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True, repair=repairer.rebuild)
-    release = threading.Timer(1.5, hold.released.set)  # by then PATCHes of the damaged copy's bytes were accepted
-    release.start()
-    try:
-        result, recorded = _import(bundle, registry.host, state, reader, monkeypatch)
-    finally:
-        release.cancel()
-        hold.released.set()
-        reader.close()
+    reader, repairer = repairing_reader(bundle, state)
+    result, recorded = _import_held(bundle, registry.host, state, reader, hold, monkeypatch)
     assert not result.failed, result.failed
     assert repairer.rebuilt == [bundle.manifest.chunks[index].name]
     for name in DEMO_IMAGE_NAMES:
@@ -257,14 +284,7 @@ def test_import_of_a_chunk_found_damaged_while_read_commits_nothing_of_it_and_th
     hold.install(monkeypatch)
     state = tmp_path / "state"
     reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True)  # no parity used: no repair
-    release = threading.Timer(1.5, hold.released.set)
-    release.start()
-    try:
-        result, _ = _import(bundle, registry.host, state, reader, monkeypatch)
-    finally:
-        release.cancel()
-        hold.released.set()
-        reader.close()
+    result, _ = _import_held(bundle, registry.host, state, reader, hold, monkeypatch)
     failed = {f.target: f.error for f in result.failed}
     assert any(isinstance(e, ChunkCorrupt) and bundle.manifest.chunks[index].name in str(e) for e in failed.values()), \
         failed
@@ -275,14 +295,7 @@ def test_import_of_a_chunk_found_damaged_while_read_commits_nothing_of_it_and_th
     session = journal.sessions.get((f"behind/{repository}", str(blob.digest)))
     assert session is not None and session[1] > DAMAGE_AT - blob.span.offset, session  # past the damaged byte
 
-    started: list[str] = []
-    real_start = RegistryClient.start_upload
-
-    def start_upload(self: RegistryClient, repo: str) -> str:
-        started.append(repo)
-        return real_start(self, repo)
-
-    monkeypatch.setattr(RegistryClient, "start_upload", start_upload)
+    started = count_new_sessions(monkeypatch)
     refused: list[tuple[int | None, tuple[str, ...]]] = []
     real_final = RegistryClient._put_final
 
@@ -398,14 +411,7 @@ def test_import_with_a_chunk_good_on_another_medium_and_the_next_one_damaged_fai
     hold = Hold(bundle.manifest.chunks[index].name)
     hold.install(monkeypatch)
     reader = BundleReader(bundle.manifest, [bundle.dir, media], verify_chunks=True)
-    release = threading.Timer(1.5, hold.released.set)
-    release.start()
-    try:
-        result, _ = _import(bundle, registry.host, tmp_path / "state", reader, monkeypatch)
-    finally:
-        release.cancel()
-        hold.released.set()
-        reader.close()
+    result, _ = _import_held(bundle, registry.host, tmp_path / "state", reader, hold, monkeypatch)
     failed = {f.target: f.error for f in result.failed}
     assert failed and all(isinstance(e, ChunkCorrupt) and bundle.manifest.chunks[index + 1].name in str(e)
                           for e in failed.values()), failed
@@ -436,17 +442,8 @@ def test_import_resuming_a_session_after_a_refused_patch_starts_again_when_its_c
     hold = Hold(bundle.manifest.chunks[index].name)
     hold.install(monkeypatch)
     state = tmp_path / "state"
-    repairer = Repairer.for_import(bundle.manifest, [bundle.dir], state)
-    assert repairer is not None
-    reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True, repair=repairer.rebuild)
-    release = threading.Timer(1.5, hold.released.set)
-    release.start()
-    try:
-        result, recorded = _import(bundle, proxy.host, state, reader, monkeypatch)
-    finally:
-        release.cancel()
-        hold.released.set()
-        reader.close()
+    reader, repairer = repairing_reader(bundle, state)
+    result, recorded = _import_held(bundle, proxy.host, state, reader, hold, monkeypatch)
     assert refused and proxy.faults_injected == 1, (refused, proxy.fault_log)
     assert not result.failed, result.failed
     assert repairer.rebuilt == [bundle.manifest.chunks[index].name]
@@ -474,7 +471,7 @@ def test_an_import_stopped_while_reading_behind_a_check_journals_the_session_the
     from airgap.importing import JournaledSink
     from airgap.model.manifest import Descriptor
     from airgap.model.reference import Reference
-    from airgap.registry.client import RegistryClient, UploadStopped
+    from airgap.registry.client import UploadStopped
 
     bundle = three_chunks
     blob, index = big_blob(bundle)
@@ -520,14 +517,7 @@ def test_an_import_stopped_while_reading_behind_a_check_journals_the_session_the
     session = journal.sessions.get((ref.repository, str(blob.digest)))
     assert session is not None and session[1] >= stop_at, session
     # the next run continues that session: no new one
-    started: list[str] = []
-    real_start = RegistryClient.start_upload
-
-    def start_upload(self: RegistryClient, repo: str) -> str:
-        started.append(repo)
-        return real_start(self, repo)
-
-    monkeypatch.setattr(RegistryClient, "start_upload", start_upload)
+    started = count_new_sessions(monkeypatch)
     reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True)
     try:
         with Registries(RegistryOptions(), upload=policy) as registries:
@@ -549,21 +539,13 @@ def test_a_chunk_check_stopped_by_a_read_error_is_not_a_passed_one(
     import errno
 
     blob, index = big_blob(bundle)
-    name = bundle.manifest.chunks[index].name
     real = directio.sha256_for_reread
 
-    def failing(path: Path, *, keep: bool | None, slow_below: float,
-                progress: Callable[[int, bool | None], object] | None = None) -> tuple[str, bool | None]:
-        def seen(done: int, cached: bool | None) -> None:
-            if progress is not None:
-                progress(done, cached)
-            if path.name == name and done >= HOLD_AT:
-                time.sleep(1.0)  # meanwhile PATCHes of what was read behind the check are accepted
-                raise OSError(errno.EIO, "Input/output error")
+    def bad_sector() -> None:
+        time.sleep(1.0)  # meanwhile PATCHes of what was read behind the check are accepted
+        raise OSError(errno.EIO, "Input/output error")
 
-        return real(path, keep=keep, slow_below=slow_below, progress=seen)
-
-    monkeypatch.setattr(directio, "sha256_for_reread", failing)
+    in_check(monkeypatch, bundle.manifest.chunks[index].name, HOLD_AT, bad_sector)
     reader = BundleReader(bundle.manifest, [bundle.dir], verify_chunks=True)
     try:
         result, _ = _import(bundle, registry.host, tmp_path / "state", reader, monkeypatch)
