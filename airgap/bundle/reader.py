@@ -122,7 +122,6 @@ class BundleReader:
         self._hashed: dict[int, tuple[int, bool | None]] = {}
         self._ended: set[int] = set()  # chunks whose check has ended
         self._clean: set[int] = set()  # chunks whose first copy passed its check
-        self._early: set[int] = set()  # chunks read from before their check ended
         self._closing = False
 
     def ensure_chunk(self, index: int) -> None:
@@ -173,16 +172,13 @@ class BundleReader:
                 self._ended.add(index)
                 self._cond.notify_all()
 
-    def _behind_check(self, index: int, upto: int, *, first: bool = False) -> bool | None:
+    def _behind_check(self, index: int, upto: int) -> bool | None:
         """Wait until the check of chunk ``index`` has hashed its first ``upto`` bytes and knows how it reads the
-        medium: whether to read through the page cache then; None once the check has ended. ``first``: the
-        caller reads the chunk from then on while it is checked (it is marked so)."""
+        medium: whether to read through the page cache then; None once the check has ended."""
         with self._cond:
             while index not in self._ended and not self._closing:
                 done, cached = self._hashed.get(index, (0, None))
                 if done >= upto and cached is not None:
-                    if first:
-                        self._early.add(index)
                     return cached
                 self._cond.wait()
             return None
@@ -354,7 +350,7 @@ class BundleReader:
             cached = chunk.name in self._cached
             ready: Callable[[int], object] | None = None
             if ahead:
-                behind = self._behind_check(idx, min(off + block, chunk.size), first=True)
+                behind = self._behind_check(idx, min(off + block, chunk.size))
                 if behind is None:  # the check has ended meanwhile
                     self.ensure_chunk(idx)
                     p = self.path(chunk) or p
