@@ -49,6 +49,8 @@ __all__ = ["FaultProxy", "ProxyProtocolError"]
 _CHUNK = 64 * 1024
 _HEAD_LIMIT = 64 * 1024
 MAX_DROPS_PER_REQUEST = 2  # drop_every: how often one request line may be dropped
+_SESSION = re.compile(r"/uploads/[^/?&\s]+")
+_STATE = re.compile(r"[?&]_state=[^&\s]*")
 _HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection"}
 _ERROR_CODES = {429: "TOOMANYREQUESTS", 401: "UNAUTHORIZED", 403: "DENIED", 503: "UNAVAILABLE"}
 
@@ -338,11 +340,13 @@ class FaultProxy:
             # The count is global: with a multiple of n clients taking turns, one client's retries could
             # land on every n-th slot until its tries run out. A flaky network (n > 1) drops a request now
             # and then, not the same one forever: one request line is dropped at most MAX_DROPS_PER_REQUEST
-            # times. n = 1 is an outage: everything that matches is dropped.
+            # times. n = 1 is an outage: everything that matches is dropped. An upload's line names its session
+            # (uuid, distribution's _state), which each retry opens anew: counted as one line, per blob.
             if line is not None and self._drop_every > 1:
-                if self._dropped[line] >= MAX_DROPS_PER_REQUEST:
+                key = _STATE.sub("", _SESSION.sub("/uploads/*", line))
+                if self._dropped[key] >= MAX_DROPS_PER_REQUEST:
                     return False
-                self._dropped[line] += 1
+                self._dropped[key] += 1
             return True
 
     def _injected(self, what: str) -> None:
