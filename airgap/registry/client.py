@@ -415,6 +415,8 @@ class RegistryClient:
                 # what was sent is not the good content: a new session, from the start (each time, the source has
                 # replaced a damaged copy it read from with a good one: this ends)
                 log.debug("blob %s: %s; uploading it again", desc.digest.short, exc)
+                if sessions is not None:  # nor may a later run continue that session
+                    sessions.drop(repository, str(desc.digest))
                 location, offset = None, 0
                 continue
             except (ConnectionFailed, httpx.TransportError, _Retry) as exc:
